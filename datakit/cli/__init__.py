@@ -1,0 +1,51 @@
+"""The ``datakit`` command line: a thin click layer over the library.
+
+Each command group lives in its own module and only parses options, calls the library and
+renders with rich. Errors the user can fix are :class:`datakit.errors.UserError`: printed as
+one line on stderr with exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from datakit import __version__
+from datakit.errors import UserError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="datakit")
+def cli() -> None:
+    """Seed tasks in, curated fine-tuning data out."""
+
+
+def _register() -> None:
+    from datakit.cli import curate_cmds, generate_cmds, judge_cmds, train_cmds
+
+    for module in (generate_cmds, curate_cmds, judge_cmds, train_cmds):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: run the CLI, turning user errors into one line and exit 2."""
+    try:
+        cli.main(args=argv, prog_name="datakit", standalone_mode=False)
+    except UserError as e:
+        click.echo(f"datakit: error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("datakit: aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("datakit: interrupted", err=True)
+        sys.exit(130)
+    sys.exit(0)

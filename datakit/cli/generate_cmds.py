@@ -1,0 +1,3 @@
+"""CLI commands for generate (see the library modules for the work)."""
+
+COMMANDS: list = []

@@ -1,0 +1,3 @@
+"""CLI commands for judge (see the library modules for the work)."""
+
+COMMANDS: list = []

@@ -1,0 +1,3 @@
+"""CLI commands for train (see the library modules for the work)."""
+
+COMMANDS: list = []

@@ -1,0 +1,1 @@
+"""Curation: rule filters, the ROUGE-L novelty filter, MinHash/LSH dedup, decontamination."""

@@ -1,0 +1,275 @@
+"""The one record type every stage reads and writes, and its file formats.
+
+A record is a task (instruction, input, output) plus everything needed to explain it later:
+its lineage (which demos were shown, which teacher, model, prompt template and sampling
+parameters made it), every filter's verdict, judge scores and candidate responses. Stages add
+to a record; they never drop fields they do not know, so a record read from someone else's
+file keeps its extra keys through datakit.
+
+Files:
+
+* JSONL logs are append-only. :class:`JsonlAppender` writes a batch of lines and fsyncs once
+  per batch, so a crash loses at most the batch in flight and never corrupts what was synced.
+  :func:`read_jsonl` tolerates a torn last line (a write cut off by kill -9) and reports any
+  other bad line as ``file:line``.
+* Every other file is written atomically (:func:`atomic_write_bytes`): a temporary file in the
+  same folder, fsync, rename. Readers see the old file or the new one, never half of one.
+* Parquet is read and written through pyarrow, with the same atomic rename.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from datakit.errors import UserError
+
+CORE_FIELDS = ("id", "instruction", "input", "output")
+
+
+@dataclass
+class Verdict:
+    """One filter's decision about one record: kept or not, its score and its reason code."""
+
+    filter: str
+    passed: bool
+    score: float | None = None
+    reason: str | None = None
+    detail: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"filter": self.filter, "passed": self.passed, "score": self.score, "reason": self.reason}
+        if self.detail:
+            d["detail"] = self.detail
+        return d
+
+
+@dataclass
+class Record:
+    """A task and its lineage. ``status`` is ``accepted`` or ``rejected`` (then ``reason`` says why)."""
+
+    id: str
+    instruction: str
+    input: str = ""
+    output: str = ""
+    is_classification: bool = False
+    status: str = "accepted"
+    reason: str | None = None
+    lineage: dict[str, Any] = field(default_factory=dict)
+    filters: list[dict[str, Any]] = field(default_factory=list)
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+    judge: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        extra = d.pop("extra")
+        if not d["candidates"]:
+            d.pop("candidates")
+        if d["judge"] is None:
+            d.pop("judge")
+        d.update(extra)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Record":
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        kwargs = {k: d[k] for k in known if k in d}
+        kwargs.setdefault("id", make_id(d.get("instruction", ""), d.get("input", "")))
+        kwargs.setdefault("instruction", "")
+        extra = {k: v for k, v in d.items() if k not in known}
+        return cls(**kwargs, extra=extra)
+
+    def add_verdict(self, verdict: Verdict) -> None:
+        self.filters.append(verdict.to_dict())
+        if not verdict.passed and self.status == "accepted":
+            self.status, self.reason = "rejected", verdict.reason or verdict.filter
+
+
+def make_id(*parts: str, prefix: str = "r") -> str:
+    """A short stable id from content, for records that arrive without one."""
+    h = hashlib.sha256("\x1f".join(parts).encode("utf-8")).hexdigest()[:16]
+    return f"{prefix}-{h}"
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# --------------------------------------------------------------------------- atomic files
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+
+
+def dumps_line(row: dict[str, Any]) -> str:
+    return json.dumps(row, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+# --------------------------------------------------------------------------- JSONL logs
+
+class JsonlAppender:
+    """An append-only JSONL log; :meth:`write_batch` fsyncs once per batch."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = open(self.path, "ab")
+
+    def write_batch(self, rows: Iterable[dict[str, Any]]) -> int:
+        data = "".join(dumps_line(r) for r in rows).encode("utf-8")
+        if data:
+            self._f.write(data)
+            self._f.flush()
+            os.fsync(self._f.fileno())
+        return len(data)
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True) -> Iterator[dict[str, Any]]:
+    """Yield the JSON objects of a JSONL file.
+
+    A last line without its newline is a write that kill -9 cut off: it is skipped when
+    ``tolerate_torn_tail`` (logs datakit wrote itself). Any other line that is not a JSON
+    object raises :class:`UserError` naming ``file:line``. Blank lines are skipped.
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise UserError("file not found", path=str(path)) from None
+    except IsADirectoryError:
+        raise UserError("is a folder, expected a .jsonl file", path=str(path)) from None
+    except OSError as e:
+        raise UserError(f"cannot read ({e.strerror})", path=str(path)) from None
+    lines = raw.split(b"\n")
+    torn = bool(lines and lines[-1].strip())  # the final chunk has no newline after it
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if i == last and torn and tolerate_torn_tail:
+                return
+            msg = getattr(e, "msg", "not valid UTF-8")
+            raise UserError(f"not valid JSON ({msg})", path=str(path), line=i + 1) from None
+        if not isinstance(obj, dict):
+            raise UserError(f"expected a JSON object, got {type(obj).__name__}", path=str(path), line=i + 1)
+        yield obj
+
+
+def truncate_jsonl(path: str | os.PathLike, keep: "callable[[dict], bool]") -> int:
+    """Atomically rewrite a JSONL log keeping the rows for which ``keep`` is true (and dropping
+    a torn tail). Returns how many rows were dropped. Used by resume to cut a log back to the
+    last committed step."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    rows = list(read_jsonl(path))
+    kept = [r for r in rows if keep(r)]
+    if len(kept) != len(rows) or not path.read_bytes().endswith(b"\n") and path.stat().st_size:
+        atomic_write_text(path, "".join(dumps_line(r) for r in kept))
+    return len(rows) - len(kept)
+
+
+# --------------------------------------------------------------------------- tables
+
+def _is_parquet(path: Path) -> bool:
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def read_table(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a JSONL or Parquet file of rows (dicts). Errors name the file (and line for JSONL)."""
+    path = Path(path)
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(path).to_pylist()
+        except FileNotFoundError:
+            raise UserError("file not found", path=str(path)) from None
+        except Exception as e:  # pyarrow raises several types for bad files
+            raise UserError(f"cannot read Parquet ({str(e).splitlines()[0]})", path=str(path)) from None
+    return list(read_jsonl(path, tolerate_torn_tail=False))
+
+
+def write_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
+    """Write rows atomically as JSONL, or Parquet when the name ends in ``.parquet``."""
+    path = Path(path)
+    if _is_parquet(path):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows), buf)
+        atomic_write_bytes(path, buf.getvalue())
+    else:
+        atomic_write_text(path, "".join(dumps_line(r) for r in rows))
+
+
+def read_records(path: str | os.PathLike) -> list[Record]:
+    """Read records from a JSONL/Parquet file or a run directory (its ``records.jsonl``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "records.jsonl"
+    rows = read_table(path)
+    out = []
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row.get("instruction"), str):
+            raise UserError("missing or non-text 'instruction'", path=str(path), line=i,
+                            field="instruction")
+        out.append(Record.from_dict(row))
+    return out
