@@ -1,3 +1,131 @@
-"""CLI commands for train (see the library modules for the work)."""
+"""``datakit train``: LoRA/QLoRA SFT or DPO on an export (the library is datakit.train)."""
 
-COMMANDS: list = []
+from __future__ import annotations
+
+import click
+
+from datakit.errors import UserError
+
+
+@click.command("train")
+@click.option("--data", "data", type=str, help="SFT or DPO export (.jsonl or .parquet).")
+@click.option("--model", type=str, help="Hub id, local model folder, a .gguf file, or 'bundled' (SmolLM2-135M).")
+@click.option("--out", type=str, help="Output folder (adapter, metrics.jsonl, loss.png, samples.md, summary.json).")
+@click.option("--method", type=click.Choice(["sft", "dpo"]), default=None, help="Training objective [sft].")
+@click.option("--config", "config_file", type=str, default=None, help="TOML or JSON file of settings; flags win.")
+@click.option("--eval-data", type=str, default=None, help="Held-out file (default: --eval-fraction of --data).")
+@click.option("--eval-fraction", type=float, default=None, help="Share of --data held out [0.05].")
+@click.option("--eval-every", type=int, default=None, help="Evaluate every N optimizer steps [50].")
+@click.option("--save-every", type=int, default=None, help="Checkpoint every N steps [= --eval-every].")
+@click.option("--max-steps", type=int, default=None, help="Stop after N optimizer steps.")
+@click.option("--epochs", type=float, default=None, help="Passes over the data [1].")
+@click.option("--lr", type=float, default=None, help="Peak learning rate, cosine with warm-up [2e-4].")
+@click.option("--warmup-ratio", type=float, default=None, help="Share of steps spent warming up [0.03].")
+@click.option("--batch-size", type=int, default=None, help="Micro-batch: packed rows (or examples) [1].")
+@click.option("--grad-accum", type=int, default=None, help="Micro-batches per optimizer step [4].")
+@click.option("--max-len", type=int, default=None, help="Tokens per row; longer examples are truncated [2048].")
+@click.option("--pack/--no-pack", default=None, help="Pack several examples per row [pack].")
+@click.option("--lora-r", type=int, default=None, help="LoRA rank [16].")
+@click.option("--lora-alpha", type=int, default=None, help="LoRA alpha [32].")
+@click.option("--lora-dropout", type=float, default=None, help="LoRA dropout [0.05].")
+@click.option("--target-modules", type=str, default=None, help="Comma-separated module names [all-linear].")
+@click.option("--4bit/--no-4bit", "load_4bit", default=None, help="QLoRA 4-bit NF4 base (CUDA) [4bit].")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
+              help="Recompute activations in backward [on].")
+@click.option("--beta", type=float, default=None, help="DPO beta [0.1].")
+@click.option("--sft-weight", type=float, default=None, help="DPO: weight of an SFT loss on the chosen reply [0].")
+@click.option("--seed", type=int, default=None, help="Seed for data order and initialisation [42].")
+@click.option("--merge", is_flag=True, default=None, help="Also write merged full weights to OUT/merged.")
+@click.option("--samples", type=int, default=None, help="Held-out prompts answered before/after [4].")
+@click.option("--sample-tokens", type=int, default=None, help="New tokens per sample answer [96].")
+@click.option("--resume/--no-resume", default=None, help="Resume from OUT/checkpoint-last if present [resume].")
+def train_cmd(config_file, **opts):
+    """Fine-tune a model on an export with LoRA/QLoRA (SFT or DPO) and show what changed."""
+    from datakit.train.config import make_config
+
+    cfg = make_config(config_file, **opts)
+    summary = _run_with_progress(cfg)
+    _print_summary(summary)
+
+
+def _run_with_progress(cfg):
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from datakit.train import train
+
+    console = Console(stderr=True)
+    state = {"task": None, "eval": None}
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=console, transient=False)
+
+    def on_event(kind, d):
+        if kind == "notice":
+            progress.console.print(f"[yellow]notice:[/] {d['message']}")
+        elif kind == "phase":
+            progress.console.print(f"[dim]{d['name']}…[/]")
+        elif kind == "start":
+            progress.console.print(
+                f"[dim]{d['device']}, {'4-bit NF4' if d['load_4bit'] else 'full-precision'} base, "
+                f"{d['trainable']:,} trainable of {d['total_params']:,} parameters, "
+                f"{d['train_items']} train / {d['eval_items']} eval items, {d['optimizer']}[/]")
+            state["task"] = progress.add_task(cfg.method.upper(), total=d["total_steps"],
+                                              completed=d["start_step"], info="")
+            progress.start()
+        elif kind == "eval":
+            state["eval"] = d["eval_loss"]
+        elif kind == "step" and state["task"] is not None:
+            parts = [f"loss {d['loss']:.4f}"]
+            if state["eval"] is not None:
+                parts.append(f"eval {state['eval']:.4f}")
+            if d.get("tokens_per_s"):
+                parts.append(f"{d['tokens_per_s']:,.0f} tok/s")
+            if d.get("peak_mem_gib") is not None:
+                parts.append(f"{d['peak_mem_gib']:.1f} GiB")
+            if "reward_accuracy" in d:
+                parts.append(f"acc {d['reward_accuracy']:.2f}")
+            progress.update(state["task"], completed=d["step"], info=" · ".join(parts))
+
+    try:
+        return train(cfg, on_event)
+    finally:
+        progress.stop()
+
+
+def _print_summary(s):
+    if not s:  # not rank 0
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"datakit train · {s['method']} · {s['out']}", show_header=False)
+    t.add_column("", style="bold")
+    t.add_column("")
+
+    def f(v, fmt="{:.4f}"):
+        return "—" if v is None else fmt.format(v)
+
+    enc = s["train_encoding"]
+    rows = [
+        ("model", s["model"]),
+        ("device", f"{s['device']} × {s['world_size']}" + (" · 4-bit NF4" if s["load_4bit"] else "")),
+        ("steps", f"{s['steps']}" + (f" (resumed at {s['resumed_from']})" if s["resumed_from"] else "")),
+        ("train / eval items", f"{s['train_items']} / {s['eval_items']}"),
+        ("truncated", f"{enc['truncated']} of {enc['examples']} ({enc['lost_tokens']} tokens cut, "
+                      f"{enc['dropped_empty']} dropped)"),
+        ("train loss first → last", f"{f(s['first_loss'])} → {f(s['last_loss'])}"),
+        ("eval loss final / best", f"{f(s['final_eval_loss'])} / {f(s['best_eval_loss'])}"),
+        ("tokens/s", f(s["tokens_per_s"], "{:,.0f}")),
+        ("peak GPU memory", f(s["peak_mem_gib"], "{:.2f} GiB")),
+        ("trainable params", f"{s['trainable_params']:,}"),
+        ("files", ", ".join(v for v in s["files"].values() if v)),
+    ]
+    for k, v in rows:
+        t.add_row(k, str(v))
+    Console().print(t)
+
+
+COMMANDS = [train_cmd]
+
+__all__ = ["COMMANDS", "UserError"]
