@@ -26,33 +26,17 @@ from datakit.export.formats import user_content
 from datakit.judge import store
 from datakit.judge.parse import parse_pairwise, parse_pointwise
 from datakit.judge.pairs import candidate_score, position_bias_rate
-from datakit.records import JsonlAppender, Record, read_records, sha256_text, write_table
+from datakit.prompts import load_prompt
+from datakit.records import JsonlAppender, Record, read_records, write_table
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent.parent / "prompts"
-POINTWISE_PROMPT = "judge_pointwise.txt"
-PAIRWISE_PROMPT = "judge_pairwise.txt"
+POINTWISE_PROMPT = "judge_pointwise"   # prompts/judge_pointwise.txt ($task, $response)
+PAIRWISE_PROMPT = "judge_pairwise"     # prompts/judge_pairwise.txt ($task, $response_a, $response_b)
 FLUSH_EVERY = 16          # finished units per fsync'd batch
 FLUSH_SECONDS = 2.0
 WINDOW = 256              # units scheduled at once (the pool bounds what is in flight)
 RAW_KEEP = 4000           # characters of a judge's raw answer kept in the log
 
 Progress = Callable[[int, int, str], None]
-
-
-def load_prompt(name: str) -> tuple[str, str]:
-    path = PROMPTS_DIR / name
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"cannot read prompt template ({e.strerror})", path=str(path)) from None
-    return text, sha256_text(text)[:16]
-
-
-def render(template: str, **values: str) -> str:
-    out = template
-    for k, v in values.items():
-        out = out.replace("{{" + k + "}}", v)
-    return out
 
 
 def _records(run_dir: Path, limit: int | None) -> list[Record]:
@@ -314,8 +298,8 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
     if opts.teacher:
         judge_name = resolve_teachers(cfg, [opts.teacher], "judge")[0]
         judge_name = None if judge_name == "local" else judge_name
-    point_tpl, point_sha = load_prompt(POINTWISE_PROMPT)
-    pair_tpl, pair_sha = load_prompt(PAIRWISE_PROMPT)
+    point_prompt, pair_prompt = load_prompt(POINTWISE_PROMPT), load_prompt(PAIRWISE_PROMPT)
+    point_sha, pair_sha = point_prompt.sha256[:16], pair_prompt.sha256[:16]
     point_tag = judge_tag(point_sha, opts.teacher, opts.max_tokens)
     pair_tag = judge_tag(pair_sha, opts.teacher, opts.max_tokens)
     log = run_dir / store.JUDGEMENTS
@@ -352,7 +336,7 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
 
                         def job(rec: Record = rec, c: dict = c, task: str = task):
                             async def run() -> dict[str, Any] | None:
-                                r = await ask(render(point_tpl, task=task, response=c["output"]))
+                                r = await ask(point_prompt.render(task=task, response=c["output"]))
                                 if not r.ok:
                                     return None
                                 return {"kind": "pointwise", "record_id": rec.id, "cand": c["id"],
@@ -392,8 +376,8 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
                             def job(rec: Record = rec, x: str = x, y: str = y, order: str = order,
                                     a: str = a, b: str = b, task: str = task):
                                 async def run() -> dict[str, Any] | None:
-                                    prompt = render(pair_tpl, task=task, response_a=by_id[a]["output"],
-                                                    response_b=by_id[b]["output"])
+                                    prompt = pair_prompt.render(task=task, response_a=by_id[a]["output"],
+                                                               response_b=by_id[b]["output"])
                                     r = await ask(prompt)
                                     if not r.ok:
                                         return None
