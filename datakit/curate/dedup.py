@@ -1,0 +1,367 @@
+"""Record-level curation: load inputs, novelty filter, near-duplicate removal, decontamination,
+and writing kept and removed records.
+
+Library entry points (the CLI is a thin layer over them):
+
+* :func:`load_inputs` - rows from JSONL/Parquet files or run directories, validated.
+* :func:`filter_rows` - rule filters + the greedy ROUGE-L novelty filter.
+* :func:`dedup_rows` - MinHash/LSH near-duplicate clusters (local numpy or Ray engine) and
+  decontamination against other files.
+* :func:`write_outputs` - kept rows (every input field, input order) and removed rows beside
+  them, both written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from datakit.curate import minhash as mh
+from datakit.curate.rouge import RougeLNovelty
+from datakit.curate.rules import RuleFilter, RulesConfig
+from datakit.errors import UserError
+from datakit.records import make_id, read_table, write_table
+
+TEXT_FIELDS = ("instruction", "input", "output")
+AGAINST_FALLBACK = ("instruction", "prompt", "question", "text", "input", "content")
+
+
+@dataclass
+class Inputs:
+    rows: list[dict[str, Any]]
+    source: list[int]  # index into files for each row
+    files: list[Path]
+
+
+def _resolve(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        if (p / "records.jsonl").exists():
+            return p / "records.jsonl"
+        raise UserError("is a folder without records.jsonl (expected a run directory or a file)",
+                        path=str(p))
+    if not p.exists():
+        raise UserError("file not found", path=str(p))
+    return p
+
+
+def load_inputs(paths: Sequence[str | os.PathLike], fields: Sequence[str] = ("instruction",),
+                *, role: str = "input", fallback: Sequence[str] = ()) -> Inputs:
+    """Read and validate rows. Each row needs every field in ``fields`` except ``input`` and
+    ``output`` (missing means empty) as text; a row without ``id`` gets a content id. With
+    ``fallback``, a file lacking the first field uses the first fallback field it has."""
+    if not paths:
+        raise UserError(f"no {role} files given")
+    rows: list[dict[str, Any]] = []
+    source: list[int] = []
+    files: list[Path] = []
+    for k, raw in enumerate(paths):
+        p = _resolve(raw)
+        files.append(p)
+        table = read_table(p)
+        use = list(fields)
+        if fallback and table and not any(f in table[0] for f in fields):
+            have = [f for f in fallback if f in table[0]]
+            if not have:
+                raise UserError(f"no text field found (looked for {', '.join(fallback)})",
+                                path=str(p), line=1)
+            use = [have[0]]
+        for i, row in enumerate(table, 1):
+            for f in use:
+                v = row.get(f)
+                if v is None and f in ("input", "output"):
+                    continue
+                if v is None:
+                    raise UserError("missing field (is this the right column? see --fields)",
+                                    path=str(p), line=i, field=f)
+                if not isinstance(v, str):
+                    raise UserError(f"expected text, got {type(v).__name__}", path=str(p),
+                                    line=i, field=f)
+            rid = row.get("id")
+            if rid is None:
+                row = {"id": make_id(*(str(row.get(f) or "") for f in use)), **row}
+            elif not isinstance(rid, (str, int)):
+                raise UserError(f"id must be text or a number, got {type(rid).__name__}",
+                                path=str(p), line=i, field="id")
+            rows.append(row)
+            source.append(k)
+        if role != "input":
+            for r in rows[len(rows) - len(table):]:
+                r["_text_fields"] = use
+    if not rows:
+        raise UserError(f"no records in {role} ({', '.join(str(f) for f in files)})")
+    return Inputs(rows, source, files)
+
+
+def row_text(row: dict[str, Any], fields: Sequence[str]) -> str:
+    return "\n".join(str(row.get(f) or "") for f in fields if row.get(f))
+
+
+# --------------------------------------------------------------------------- results
+
+@dataclass
+class Removal:
+    index: int
+    reason: str  # rule reason code, "rouge_l", "near_duplicate" or "contaminated"
+    duplicate_of: str | None = None
+    score: float | None = None
+    against: str | None = None
+
+
+@dataclass
+class Result:
+    n_in: int
+    kept: list[int]
+    removed: list[Removal]
+    clusters: int = 0  # clusters with more than one member (dedup)
+    against_counts: dict[str, int] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)
+    engine: str = "local"
+
+    def summary(self) -> dict[str, Any]:
+        return {"documents_in": self.n_in, "clusters": self.clusters, "kept": len(self.kept),
+                "removed": len(self.removed), "reasons": dict(self.reasons),
+                "against": dict(self.against_counts), "engine": self.engine}
+
+
+def _finish(n: int, removed: list[Removal], **kw: Any) -> Result:
+    gone = {r.index for r in removed}
+    reasons: dict[str, int] = {}
+    for r in removed:
+        reasons[r.reason] = reasons.get(r.reason, 0) + 1
+    removed.sort(key=lambda r: r.index)
+    return Result(n, [i for i in range(n) if i not in gone], removed, reasons=reasons, **kw)
+
+
+# --------------------------------------------------------------------------- filter
+
+def filter_rows(rows: list[dict[str, Any]], *, threshold: float = 0.7, tokenizer: str = "rouge",
+                fields: Sequence[str] = ("instruction",), rules: RulesConfig | None = None,
+                progress: Callable[[int], None] | None = None) -> Result:
+    """Rule filters (when ``rules`` is given) then the greedy ROUGE-L novelty filter, in input
+    order: a row is dropped if its ROUGE-L F against an earlier kept row is above ``threshold``."""
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError("--rouge-l must be between 0 and 1")
+    novelty = RougeLNovelty(threshold, tokenizer)
+    rule_filter = RuleFilter(rules) if rules is not None else None
+    removed: list[Removal] = []
+    for i, row in enumerate(rows):
+        text = row_text(row, fields)
+        if rule_filter is not None:
+            failed = [v for v in rule_filter.check(row.get("instruction") or text) if not v.passed]
+            if failed:
+                removed.append(Removal(i, failed[0].reason or failed[0].filter, None,
+                                       failed[0].score))
+                continue
+        kept, score, nearest = novelty.offer(text, str(row["id"]))
+        if not kept:
+            removed.append(Removal(i, "rouge_l", nearest, round(score, 6)))
+        if progress is not None and (i + 1) % 500 == 0:
+            progress(i + 1)
+    if progress is not None:
+        progress(len(rows))
+    return _finish(len(rows), removed)
+
+
+# --------------------------------------------------------------------------- dedup
+
+def _judge_score(row: dict[str, Any]) -> float | None:
+    j = row.get("judge")
+    if isinstance(j, dict):
+        s = j.get("score")
+        if isinstance(s, (int, float)) and not isinstance(s, bool):
+            return float(s)
+    return None
+
+
+def signatures_local(texts: Sequence[str], cfg: mh.MinHashConfig, batch: int = 50_000,
+                     progress: Callable[[int], None] | None = None) -> np.ndarray:
+    out = np.empty((len(texts), cfg.num_perm), dtype=np.uint32)
+    for s in range(0, len(texts), batch):
+        out[s:s + batch] = mh.signatures(texts[s:s + batch], cfg)
+        if progress is not None:
+            progress(min(s + batch, len(texts)))
+    return out
+
+
+def clusters_from_keys(keys: np.ndarray, sig: np.ndarray, threshold: float
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs from band keys, kept when estimated Jaccard >= threshold, then
+    components. Returns (labels, u, v, jaccard) for the kept edges."""
+    u, v = mh.bucket_pairs(keys)
+    j = mh.estimated_jaccard(sig, u, v)
+    ok = j >= threshold
+    u, v, j = u[ok], v[ok], j[ok]
+    return mh.components(sig.shape[0], u, v), u, v, j
+
+
+def resolve_clusters(rows: list[dict[str, Any]], labels: np.ndarray, sig: np.ndarray,
+                     skip: set[int]) -> tuple[list[Removal], int]:
+    """One representative per cluster: the highest judge score when the cluster has scores,
+    else (and on ties) the earliest record. The others are removed as near duplicates."""
+    n = len(labels)
+    members: dict[int, list[int]] = {}
+    for i in np.flatnonzero(labels != np.arange(n)).tolist():
+        members.setdefault(int(labels[i]), []).append(i)
+    removed: list[Removal] = []
+    for root, rest in members.items():
+        group = [root] + rest
+        scores = [_judge_score(rows[i]) for i in group]
+        rep = root
+        if any(s is not None for s in scores):
+            rep = max(group, key=lambda i: (_judge_score(rows[i]) if _judge_score(rows[i]) is not None
+                                            else float("-inf"), -i))
+        others = [i for i in group if i != rep and i not in skip]
+        if not others:
+            continue
+        js = mh.estimated_jaccard(sig, np.array(others), np.full(len(others), rep))
+        for i, jv in zip(others, js.tolist()):
+            removed.append(Removal(i, "near_duplicate", str(rows[rep]["id"]), round(jv, 4)))
+    return removed, len(members)
+
+
+def decontaminate(sig: np.ndarray, keys: np.ndarray, against: Inputs, cfg: mh.MinHashConfig,
+                  ) -> list[Removal]:
+    """Records whose estimated Jaccard with any item of ``against`` reaches the threshold;
+    each is matched to its most similar item (earliest on ties)."""
+    texts = [row_text(r, r["_text_fields"]) for r in against.rows]
+    esig = mh.signatures(texts, cfg)
+    b, r = cfg.band_rows()
+    ekeys = mh.band_keys(esig, b, r)
+    us, vs = [], []
+    for band in range(b):
+        i, j = mh.key_join(keys[:, band], ekeys[:, band])
+        us.append(i)
+        vs.append(j)
+    u = np.concatenate(us)
+    v = np.concatenate(vs)
+    if len(u) == 0:
+        return []
+    pair = np.unique(u * len(texts) + v)
+    u, v = pair // len(texts), pair % len(texts)
+    jac = mh.estimated_jaccard(sig, u, v, esig)
+    ok = jac >= cfg.threshold
+    u, v, jac = u[ok], v[ok], jac[ok]
+    best: dict[int, tuple[float, int]] = {}
+    for a, e, s in zip(u.tolist(), v.tolist(), jac.tolist()):
+        cur = best.get(a)
+        if cur is None or s > cur[0] or (s == cur[0] and e < cur[1]):
+            best[a] = (s, e)
+    out = []
+    for a, (s, e) in sorted(best.items()):
+        src = str(against.files[against.source[e]])
+        out.append(Removal(a, "contaminated", str(against.rows[e]["id"]), round(s, 4), src))
+    return out
+
+
+def dedup_rows(rows: list[dict[str, Any]], *, cfg: mh.MinHashConfig | None = None,
+               fields: Sequence[str] = ("instruction",), against: Inputs | None = None,
+               engine: str = "local", progress: Callable[[str, int], None] | None = None
+               ) -> Result:
+    """Near-duplicate removal with MinHash/LSH (and decontamination against ``against``)."""
+    cfg = cfg or mh.MinHashConfig()
+    cfg.validate()
+    texts = [row_text(r, fields) for r in rows]
+    b, r = cfg.band_rows()
+    step = (lambda k: progress("signatures", k)) if progress else None
+    if engine == "ray":
+        from datakit.curate.ray_engine import ray_signatures_and_edges
+
+        sig, keys, u, v = ray_signatures_and_edges(texts, cfg)
+        jac = mh.estimated_jaccard(sig, u, v)
+        ok = jac >= cfg.threshold
+        labels = mh.components(len(rows), u[ok], v[ok])
+    elif engine == "local":
+        sig = signatures_local(texts, cfg, progress=step)
+        keys = mh.band_keys(sig, b, r)
+        labels, *_ = clusters_from_keys(keys, sig, cfg.threshold)
+    else:
+        raise UserError(f"unknown engine {engine!r} (use 'local' or 'ray')")
+    removed: list[Removal] = []
+    against_counts: dict[str, int] = {}
+    if against is not None:
+        removed = decontaminate(sig, keys, against, cfg)
+        for rem in removed:
+            against_counts[rem.against] = against_counts.get(rem.against, 0) + 1
+        for f in against.files:
+            against_counts.setdefault(str(f), 0)
+    dup, n_clusters = resolve_clusters(rows, labels, sig, {x.index for x in removed})
+    if progress:
+        progress("clusters", len(rows))
+    return _finish(len(rows), removed + dup, clusters=n_clusters, against_counts=against_counts,
+                   engine=engine)
+
+
+# --------------------------------------------------------------------------- outputs
+
+def removed_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    if out.is_dir() or str(out).endswith(os.sep):
+        return out / "removed.jsonl"
+    return out.with_name(out.name + ".removed.jsonl")
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != "_text_fields"}
+
+
+def write_outputs(inputs: Inputs, result: Result, out: str | os.PathLike, stage: str) -> list[Path]:
+    """Write kept rows to ``out`` (a file, or a folder: one file per input file, same names) and
+    removed rows to :func:`removed_path`. Returns the paths written."""
+    rows = inputs.rows
+    rem_rows = []
+    for r in result.removed:
+        row = dict(_clean(rows[r.index]))
+        row["status"] = "rejected"
+        row["reason"] = r.reason
+        row["duplicate_of"] = r.duplicate_of
+        row["similarity"] = r.score
+        if r.against:
+            row["matched_file"] = r.against
+        verdicts = list(row.get("filters") or []) if isinstance(row.get("filters"), list) else []
+        verdicts.append({"filter": stage, "passed": False, "score": r.score, "reason": r.reason,
+                         "detail": {"duplicate_of": r.duplicate_of}})
+        row["filters"] = verdicts
+        rem_rows.append(row)
+    out_p = Path(out)
+    written: list[Path] = []
+    try:
+        if out_p.is_dir() or str(out).endswith(os.sep):
+            out_p.mkdir(parents=True, exist_ok=True)
+            names = [f.name for f in inputs.files]
+            if len(set(names)) != len(names):
+                names = [f"{k:05d}-{n}" for k, n in enumerate(names)]
+            per_file: list[list[dict[str, Any]]] = [[] for _ in inputs.files]
+            for i in result.kept:
+                per_file[inputs.source[i]].append(_clean(rows[i]))
+            targets = [(out_p / name, part) for name, part in zip(names, per_file)]
+        else:
+            targets = [(out_p, [_clean(rows[i]) for i in result.kept])]
+        rp = removed_path(out)
+        # build every Parquet table before writing anything: a mixed schema fails here, not
+        # after some files are already written
+        import pyarrow as pa
+
+        for path, part in targets:
+            if path.suffix.lower() in (".parquet", ".pq"):
+                pa.Table.from_pylist(part)
+        write_table(rp, rem_rows)
+        written.append(rp)
+        for path, part in targets:
+            write_table(path, part)
+            written.append(path)
+    except UserError:
+        raise
+    except (TypeError, ValueError, OSError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot write output ({msg}); are the input schemas mixed?",
+                        path=str(out)) from None
+    except Exception as e:  # pyarrow's errors for mixed column types
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"cannot write output: mixed schemas across records ({msg})",
+                        path=str(out)) from None
+    return written
