@@ -1,7 +1,24 @@
 """Rule filters for instructions: cheap checks with a reason code each.
 
-PLACEHOLDER (minimal); the curation work extends it (language share, repeated n-grams) and
-keeps this API: ``RuleFilter(config).check(text) -> list[Verdict]``, one verdict per rule.
+``RuleFilter(config).check(text) -> list[Verdict]`` gives one verdict per rule, always in this
+order (a rule that is switched off passes):
+
+=============  ==================================  =====================================
+filter         fails when                          reason code
+=============  ==================================  =====================================
+length         fewer than min_words / more than    ``too_short`` / ``too_long``
+               max_words (a CJK character = 1)
+blacklist      a blacklisted word or phrase        ``blacklisted`` (detail: the match)
+punct_start    starts with punctuation or symbol   ``starts_with_punctuation``
+non_printable  control, private-use, unassigned,   ``non_printable`` (detail: code point)
+               surrogate or U+FFFD characters
+language       share of the wanted script among    ``wrong_language`` (score: the share)
+               letters below min_language_share
+repetition     share of repeated word n-grams      ``repetitive`` (score: the share)
+               above max_repeat_ratio
+=============  ==================================  =====================================
+
+Used by the generate loop on every new instruction and by ``datakit filter``.
 """
 
 from __future__ import annotations
@@ -35,6 +52,48 @@ class RulesConfig:
     min_words: int = 3
     max_words: int = 150
     blacklist: tuple[str, ...] = DEFAULT_BLACKLIST
+    language: str | None = None  # "zh" or "en": require that script's share of letters
+    min_language_share: float = 0.5
+    repeat_ngram: int = 3
+    max_repeat_ratio: float = 0.3
+    check_punct_start: bool = True
+
+
+_LATIN = re.compile(r"[A-Za-z]")
+_LETTER = re.compile(r"[^\W\d_]")
+_TOKENS = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W_]+")
+_BAD_CATEGORIES = {"Cc", "Co", "Cs", "Cn"}
+
+
+def language_share(text: str, language: str) -> float:
+    """Share of letters in ``text`` that belong to ``language``'s script (zh: CJK ideographs,
+    en: ASCII Latin); 0.0 for a text without letters."""
+    letters = len(_LETTER.findall(text))
+    if not letters:
+        return 0.0
+    if language == "zh":
+        return len(_CJK.findall(text)) / letters
+    if language == "en":
+        return len(_LATIN.findall(text)) / letters
+    raise ValueError(f"unknown language {language!r} (use 'zh' or 'en')")
+
+
+def repeat_ratio(text: str, n: int = 3) -> float:
+    """Share of word n-grams (a CJK character is a word) that repeat an earlier n-gram."""
+    toks = _TOKENS.findall(text.lower())
+    grams = [tuple(toks[i:i + n]) for i in range(len(toks) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def _non_printable(text: str) -> str | None:
+    for ch in text:
+        if ch in "\n\t\r":
+            continue
+        if unicodedata.category(ch) in _BAD_CATEGORIES or ch == "\ufffd":
+            return f"U+{ord(ch):04X}"
+    return None
 
 
 class RuleFilter:
@@ -65,9 +124,20 @@ class RuleFilter:
                            {"match": m.group(0)} if m else None))
         stripped = text.strip()
         first = stripped[:1]
-        bad_start = bool(first) and (unicodedata.category(first).startswith("P") or
-                                     unicodedata.category(first).startswith("S"))
+        bad_start = c.check_punct_start and bool(first) and (
+            unicodedata.category(first).startswith("P") or unicodedata.category(first).startswith("S"))
         out.append(Verdict("punct_start", not bad_start, None, "starts_with_punctuation" if bad_start else None))
-        nonprint = any(not ch.isprintable() and ch not in "\n\t" for ch in text)
-        out.append(Verdict("non_printable", not nonprint, None, "non_printable" if nonprint else None))
+        bad = _non_printable(text)
+        out.append(Verdict("non_printable", bad is None, None, "non_printable" if bad else None,
+                           {"char": bad} if bad else None))
+        if c.language:
+            share = language_share(text, c.language)
+            ok = share >= c.min_language_share
+            out.append(Verdict("language", ok, round(share, 4), None if ok else "wrong_language",
+                               {"language": c.language}))
+        else:
+            out.append(Verdict("language", True, None))
+        rr = repeat_ratio(text, c.repeat_ngram)
+        ok = rr <= c.max_repeat_ratio
+        out.append(Verdict("repetition", ok, round(rr, 4), None if ok else "repetitive"))
         return out
