@@ -1,0 +1,296 @@
+"""The self-instruct loop, in rounds that commit atomically and replay exactly.
+
+Each round:
+
+1. builds ``requests_per_round`` task-generation prompts, each showing ``human_demos`` seed
+   tasks and ``machine_demos`` tasks made earlier in this run, sampled with an RNG seeded by
+   ``(seed, round, request)`` — so a round's requests are a pure function of the committed
+   state, and a replayed round hits the response cache instead of paying again;
+2. parses every answer into candidate instructions and puts each, in request order, through
+   the rule filters, an exact-duplicate check and the ROUGE-L novelty filter (against the
+   seeds and every task kept so far); every rejected candidate is kept with its reason;
+3. asks a teacher for each new task's input and output (output first for classification);
+4. appends accepted records and rejected candidates to their logs (fsync'd), then commits the
+   round in ``state.json``.
+
+A run stops when ``num`` records are accepted (tasks beyond what is still needed are recorded
+as ``surplus``, not sent), or after ``max_idle_rounds`` rounds in a row accept nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from datakit.config import DatakitConfig
+from datakit.curate.rouge import RougeLNovelty
+from datakit.curate.rules import RuleFilter, RulesConfig
+from datakit.errors import UserError
+from datakit.generate.parse import parse_instance, parse_task_list
+from datakit.prompts import load_prompt
+from datakit.records import JsonlAppender, Record, Verdict, read_jsonl
+from datakit.runs import RunDir
+from datakit.seeds import SeedTask, load_seeds
+from datakit.teachers.pool import TeacherPool, TeacherStats
+
+# Reasons a task can fail after it passed the novelty filter: it still counts as "seen" for
+# the novelty filter when a run is resumed, exactly as it did in the uninterrupted run.
+INSTANCE_FAILURES = ("teacher_error", "instance_unparsed")
+
+_CLASSIFY = re.compile(
+    r"\b(classify|classification|categori[sz]e|label|sentiment|true or false|yes or no|is it|"
+    r"which (?:of|one)|identify whether|determine whether|decide whether)\b|"
+    r"分类|归类|判断|是否|情感倾向|属于哪|哪一类|正面还是负面|真假|对错", re.IGNORECASE)
+
+
+def looks_like_classification(instruction: str) -> bool:
+    """Heuristic for output-first generation (self-instruct asks the teacher instead; one extra
+    request per task did not seem worth it). Recorded in lineage as ``heuristic``."""
+    return bool(_CLASSIFY.search(instruction))
+
+
+def normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text.strip().lower())
+
+
+@dataclass
+class GenerateSummary:
+    run_dir: str
+    accepted: int = 0
+    rounds: int = 0
+    rejected: Counter = field(default_factory=Counter)
+    teachers: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from_round: int = 0
+    stopped_reason: str = "done"
+    totals: dict[str, Any] = field(default_factory=dict)
+
+
+class SelfInstruct:
+    def __init__(self, cfg: DatakitConfig, run: RunDir, pool: TeacherPool,
+                 on_progress: Callable[[int, int], None] | None = None):
+        self.cfg, self.g, self.run, self.pool = cfg, cfg.generate, run, pool
+        self.on_progress = on_progress or (lambda done, total: None)
+        self.seeds: list[SeedTask] = load_seeds(self.g.seeds)
+        self.rules = RuleFilter(RulesConfig(min_words=self.g.min_words, max_words=self.g.max_words))
+        self.novelty = RougeLNovelty(self.g.rouge_threshold, self.g.rouge_tokenizer)
+        self.seen_exact: set[str] = set()
+        self.machine: list[Record] = []
+        self.task_requests = 0      # task-generation requests sent in committed rounds
+        self.accepted_so_far = 0
+        self.p_tasks = load_prompt("generate_tasks")
+        self.p_in_first = load_prompt("instance_input_first")
+        self.p_out_first = load_prompt("instance_output_first")
+        for s in self.seeds:
+            self._remember(s.instruction, s.id)
+
+    # --------------------------------------------------------------------- state
+    def _remember(self, instruction: str, rid: str) -> None:
+        self.novelty.add(instruction, rid)
+        self.seen_exact.add(normalise(instruction))
+
+    def restore(self) -> dict[str, Any]:
+        """Cut the logs back to the last committed round and rebuild the in-memory state."""
+        state = self.run.load_state() or {"round": 0, "accepted": 0, "task_requests": 0, "rejected": {},
+                                          "teachers": {}}
+        self.task_requests, self.accepted_so_far = state["task_requests"], state["accepted"]
+        self.run.cut_back(lambda r: r.get("lineage", {}).get("round", 0), state["round"])
+        remembered = []
+        for row in read_jsonl(self.run.records_path) if self.run.records_path.exists() else []:
+            rec = Record.from_dict(row)
+            self.machine.append(rec)
+            remembered.append(rec)
+        for row in read_jsonl(self.run.rejected_path) if self.run.rejected_path.exists() else []:
+            if row.get("reason") in INSTANCE_FAILURES and "instance" in row.get("lineage", {}):
+                remembered.append(Record.from_dict(row))
+        for rec in sorted(remembered, key=lambda r: r.id):
+            self._remember(rec.instruction, rec.id)
+        if len(self.machine) != state["accepted"]:
+            raise UserError(f"records.jsonl holds {len(self.machine)} records but state.json says "
+                            f"{state['accepted']}; the run directory was changed by hand",
+                            path=str(self.run.path))
+        return state
+
+    # --------------------------------------------------------------------- prompts
+    def _demos(self, rng: random.Random) -> list[tuple[str, str]]:
+        g = self.g
+        humans = rng.sample(self.seeds, min(g.human_demos, len(self.seeds)))
+        machines = rng.sample(self.machine, min(g.machine_demos, len(self.machine)))
+        demos = [(s.id, s.instruction) for s in humans] + [(m.id, m.instruction) for m in machines]
+        rng.shuffle(demos)
+        return demos
+
+    def task_request(self, round_no: int, j: int) -> tuple[list[dict[str, str]], list[str]]:
+        rng = random.Random(f"{self.g.seed}:{round_no}:{j}")
+        demos = self._demos(rng)
+        k = len(demos)
+        body = self.p_tasks.render(
+            num_demos=str(k), demos="\n".join(f"{i}. {t}" for i, (_, t) in enumerate(demos, 1)),
+            num_new=str(self.g.new_tasks_per_request), first_new=str(k + 1),
+            last_new=str(k + self.g.new_tasks_per_request))
+        return [{"role": "user", "content": body}], [d for d, _ in demos]
+
+    def instance_request(self, instruction: str, is_cls: bool) -> tuple[list[dict[str, str]], str]:
+        prompt = self.p_out_first if is_cls else self.p_in_first
+        pool = [s for s in self.seeds if s.is_classification == is_cls] or self.seeds
+        ex = pool[int.from_bytes(instruction.encode()[:8].ljust(8, b"\0"), "big") % len(pool)]
+        ex_in, ex_out = ex.instances[0]
+        ex_obj = {"output": ex_out, "input": ex_in} if is_cls else {"input": ex_in, "output": ex_out}
+        body = prompt.render(instruction=instruction, example_instruction=ex.instruction,
+                             example_json=json.dumps(ex_obj, ensure_ascii=False))
+        return [{"role": "user", "content": body}], prompt.name
+
+    # --------------------------------------------------------------------- one round
+    async def run_round(self, round_no: int, needed: int) -> tuple[list[Record], list[Record]]:
+        g = self.g
+        task_params = {"temperature": g.task_temperature, "top_p": g.task_top_p, "max_tokens": g.task_max_tokens}
+        requests = [self.task_request(round_no, j) for j in range(self.requests_needed(needed))]
+        answers = await asyncio.gather(*(self.pool.chat("generate", msgs, params=task_params)
+                                         for msgs, _ in requests))
+        accepted: list[Record] = []
+        rejected: list[Record] = []
+        tasks: list[Record] = []
+        for j, ((_, demo_ids), ans) in enumerate(zip(requests, answers)):
+            base = {"round": round_no, "request": j, "demo_ids": demo_ids, "teacher": ans.teacher,
+                    "model": ans.model, "prompt": self.p_tasks.lineage(), "params": ans.params,
+                    "cached": ans.cached}
+            if not ans.ok:
+                rejected.append(Record(id=f"g{round_no:05d}-{j:02d}-xx", instruction="", status="rejected",
+                                       reason="teacher_error", lineage={**base, "error": ans.error}))
+                continue
+            cands = parse_task_list(ans.text, truncated=ans.finish_reason == "length")
+            if not cands:
+                rejected.append(Record(id=f"g{round_no:05d}-{j:02d}-xx", instruction="", status="rejected",
+                                       reason="unparsed_list", lineage={**base, "raw": ans.text[:2000]}))
+                continue
+            for i, text in enumerate(cands):
+                rec = Record(id=f"g{round_no:05d}-{j:02d}-{i:02d}", instruction=text, lineage=dict(base))
+                if len(tasks) >= needed:
+                    rec.status, rec.reason = "rejected", "surplus"
+                    rejected.append(rec)
+                    continue
+                self._filter(rec)
+                (tasks if rec.status == "accepted" else rejected).append(rec)
+        results = await asyncio.gather(*(self._instance(rec) for rec in tasks))
+        for rec, ok in zip(tasks, results):
+            (accepted if ok else rejected).append(rec)
+        return accepted, rejected
+
+    def requests_needed(self, needed: int) -> int:
+        """How many task requests this round: enough for what is still needed at the yield seen
+        so far (accepted records per task request), at most ``requests_per_round``. A pure
+        function of the committed state, so a replayed round sends the same requests."""
+        per_request = max(0.5, self.accepted_so_far / self.task_requests) if self.task_requests else 3.0
+        return max(1, min(self.g.requests_per_round, math.ceil(needed / per_request)))
+
+    def _filter(self, rec: Record) -> None:
+        for v in self.rules.check(rec.instruction):
+            rec.add_verdict(v)
+            if not v.passed:
+                return
+        norm = normalise(rec.instruction)
+        dup = norm in self.seen_exact
+        rec.add_verdict(Verdict("exact_dup", not dup, None, "exact_duplicate" if dup else None))
+        if dup:
+            return
+        score, nearest = self.novelty.check(rec.instruction)
+        keep = score <= self.g.rouge_threshold
+        rec.add_verdict(Verdict("rouge_l", keep, round(score, 4), None if keep else "too_similar",
+                                {"nearest": nearest, "threshold": self.g.rouge_threshold}))
+        if keep:
+            self._remember(rec.instruction, rec.id)
+
+    async def _instance(self, rec: Record) -> bool:
+        g = self.g
+        is_cls = looks_like_classification(rec.instruction)
+        msgs, prompt_name = self.instance_request(rec.instruction, is_cls)
+        params = {"temperature": g.instance_temperature, "max_tokens": g.instance_max_tokens}
+        ans = await self.pool.chat("respond", msgs, params=params, json_mode=True)
+        rec.is_classification = is_cls
+        prompt = self.p_out_first if is_cls else self.p_in_first
+        rec.lineage["instance"] = {"teacher": ans.teacher, "model": ans.model, "prompt": prompt.lineage(),
+                                   "params": ans.params, "cached": ans.cached, "output_first": is_cls,
+                                   "is_classification_source": "heuristic"}
+        if not ans.ok:
+            rec.status, rec.reason = "rejected", "teacher_error"
+            rec.lineage["instance"]["error"] = ans.error
+            return False
+        parsed = parse_instance(ans.text)
+        if parsed is None:
+            rec.status, rec.reason = "rejected", "instance_unparsed"
+            rec.lineage["instance"]["raw"] = (ans.text or "")[:2000]
+            return False
+        rec.input, rec.output = parsed
+        return True
+
+    # --------------------------------------------------------------------- the loop
+    async def run_all(self) -> GenerateSummary:
+        t0 = time.monotonic()
+        state = self.restore()
+        summary = GenerateSummary(run_dir=str(self.run.path), resumed_from_round=state["round"])
+        accepted_total = state["accepted"]
+        rejected_total = Counter(state["rejected"])
+        before = {name: dict(s) for name, s in state.get("teachers", {}).items()}
+        idle = 0
+        round_no = state["round"]
+        self.on_progress(min(accepted_total, self.g.num), self.g.num)
+        with JsonlAppender(self.run.records_path) as rec_log, JsonlAppender(self.run.rejected_path) as rej_log:
+            while accepted_total < self.g.num:
+                if idle >= self.g.max_idle_rounds:
+                    summary.stopped_reason = f"no record accepted in {idle} rounds in a row"
+                    break
+                round_no += 1
+                needed = self.g.num - accepted_total
+                n_requests = self.requests_needed(needed)
+                accepted, rejected = await self.run_round(round_no, needed)
+                rec_log.write_batch(r.to_dict() for r in accepted)
+                rej_log.write_batch(r.to_dict() for r in rejected)
+                self.machine.extend(accepted)
+                accepted_total += len(accepted)
+                self.task_requests += n_requests
+                self.accepted_so_far = accepted_total
+                rejected_total.update(r.reason for r in rejected)
+                idle = 0 if accepted else idle + 1
+                teachers = _merge_stats(before, self.pool.stats())
+                self.run.commit({"round": round_no, "accepted": accepted_total, "task_requests": self.task_requests,
+                                 "rejected": dict(rejected_total), "teachers": teachers})
+                self.on_progress(min(accepted_total, self.g.num), self.g.num)
+        summary.accepted = accepted_total
+        summary.rounds = round_no
+        summary.rejected = rejected_total
+        summary.teachers = self.pool.summary_rows()
+        summary.totals = _merge_stats(before, self.pool.stats())
+        summary.seconds = time.monotonic() - t0
+        return summary
+
+
+def _merge_stats(before: dict[str, dict], now: dict[str, dict]) -> dict[str, dict]:
+    """Counters over every session of a run (a resumed run adds to what earlier ones spent)."""
+    out = {}
+    for name in set(before) | set(now):
+        s = TeacherStats()
+        for part in (before.get(name), now.get(name)):
+            if part:
+                s.add(part)
+        out[name] = s.to_dict()
+    return out
+
+
+async def generate(cfg: DatakitConfig, run: RunDir, *, command: str = "datakit generate",
+                   on_progress: Callable[[int, int], None] | None = None,
+                   on_status: Callable[[str], None] | None = None) -> GenerateSummary:
+    """Run (or resume) self-instruct generation into ``run``. The library entry point."""
+    from datakit.teachers.pool import open_teachers
+
+    load_seeds(cfg.generate.seeds)  # bad seeds fail before any server starts
+    run.prepare(cfg.snapshot(), command)
+    async with open_teachers(cfg, run.cache_path, log_dir=run.path, on_status=on_status) as pool:
+        loop = SelfInstruct(cfg, run, pool, on_progress)
+        return await loop.run_all()

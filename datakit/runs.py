@@ -1,0 +1,63 @@
+"""A run directory: what one pipeline run wrote, and what a resumed run needs.
+
+Layout (see docs/FORMATS.md)::
+
+    runs/<name>/
+      config.json       the config used, snapshotted without secrets (atomic)
+      state.json        the last committed step and the counters at that point (atomic)
+      records.jsonl     accepted records (append-only, fsync'd per batch)
+      rejected.jsonl    rejected candidates, each with its reason (append-only)
+      cache.sqlite      the teacher response cache (SQLite, WAL)
+      local-teacher.log the bundled local teacher's log, when it was used
+
+Work is committed in steps. Logs are appended first, then ``state.json`` is replaced
+atomically; on resume every log is cut back to the rows of committed steps, so a step that
+kill -9 interrupted is redone from the start — its answered requests come from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from datakit.errors import UserError
+from datakit.records import atomic_write_json, truncate_jsonl
+
+
+def default_run_path() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+class RunDir:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.config_path = self.path / "config.json"
+        self.state_path = self.path / "state.json"
+        self.records_path = self.path / "records.jsonl"
+        self.rejected_path = self.path / "rejected.jsonl"
+        self.cache_path = self.path / "cache.sqlite"
+
+    def prepare(self, config_snapshot: dict[str, Any], command: str) -> None:
+        if self.path.exists() and not self.path.is_dir():
+            raise UserError("exists and is not a folder", path=str(self.path))
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.config_path, {"command": command, "config": config_snapshot})
+
+    def load_state(self) -> dict[str, Any] | None:
+        if not self.state_path.exists():
+            return None
+        try:
+            return json.loads(self.state_path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise UserError("run state is not valid JSON; it was not written by datakit",
+                            path=str(self.state_path)) from None
+
+    def commit(self, state: dict[str, Any]) -> None:
+        atomic_write_json(self.state_path, state)
+
+    def cut_back(self, step_of: "callable[[dict], int]", committed: int) -> int:
+        """Drop log rows of steps after ``committed`` (work of an interrupted step)."""
+        return sum(truncate_jsonl(p, lambda r: step_of(r) <= committed)
+                   for p in (self.records_path, self.rejected_path))

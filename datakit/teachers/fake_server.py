@@ -1,0 +1,319 @@
+"""A scripted, fault-injecting OpenAI-compatible server for tests and benchmarks.
+
+Plain asyncio HTTP/1.1 with keep-alive (no web framework, so that its own cost stays small in
+the client benchmark). It answers ``GET /v1/models`` and ``POST /v1/chat/completions`` with
+canned, deterministic answers (a function of the request body, so a rerun gets the same
+answer), after an optional fixed latency, and can inject at configurable rates:
+
+* ``429`` with a ``Retry-After`` header,
+* ``500``,
+* ``hang`` (never answers; the client's timeout must fire),
+* ``drop`` (closes the connection without an answer),
+* ``garbage`` (a 200 whose body is not JSON).
+
+``GET /_stats`` returns counters: requests, answers by status, and for each distinct request
+body (sha256) how many times it was received and answered with a 200 — what the resume tests
+use to prove that no answered request was paid for twice.
+
+Run it standalone with ``python -m datakit.teachers.fake_server --port 8099 --latency 0.2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import random
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+Responder = Callable[[dict[str, Any]], str]
+
+_VERBS = ["Write", "Explain", "Summarize", "Describe", "Compare", "List", "Outline", "Suggest", "Draft",
+          "Design", "Evaluate", "Propose", "Rewrite", "Classify", "Translate", "Critique", "Plan",
+          "Estimate", "Compose", "Argue", "Sketch out", "Illustrate with words", "Rank", "Recommend"]
+_THINGS = ["a short poem", "three tips", "a checklist", "a dialogue", "an email", "a limerick", "a recipe",
+           "a lesson plan", "a product description", "a riddle", "a haiku", "a cover letter", "an analogy",
+           "a one-paragraph story", "a study schedule", "a slogan", "a debate opening", "a job posting",
+           "a weekly budget", "a packing list", "a quiz question", "a thank-you note", "a headline"]
+_TOPICS = ["volcanoes", "compound interest", "sourdough baking", "black holes", "remote work", "bees",
+           "the French revolution", "recycling plastics", "marathon training", "quantum computing",
+           "tea ceremonies", "urban gardening", "chess openings", "sleep hygiene", "the water cycle",
+           "electric cars", "medieval castles", "jazz improvisation", "coral reefs", "password safety",
+           "mountain hiking", "fermentation", "solar panels", "ancient Rome", "origami", "vaccines",
+           "time zones", "typography", "public speaking", "migratory birds", "the stock market"]
+_AUDIENCES = ["a ten-year-old", "a busy manager", "new employees", "retirees", "a science class",
+              "first-time voters", "a startup founder", "exchange students", "night-shift nurses",
+              "amateur astronomers", "a book club", "skeptical teenagers"]
+
+
+def canned_task_list(rng: random.Random, n: int = 8) -> str:
+    lines = [f"Sure! Here are {n} new tasks:", ""]
+    for i in range(1, n + 1):
+        roll = rng.random()
+        if roll < 0.06:
+            task = f"Draw a picture of {rng.choice(_TOPICS)}."          # blacklisted
+        elif roll < 0.10:
+            task = "Do it."                                              # too short
+        else:
+            task = (f"{rng.choice(_VERBS)} {rng.choice(_THINGS)} about {rng.choice(_TOPICS)} "
+                    f"for {rng.choice(_AUDIENCES)}.")
+        lines.append(f"{i}. {task}")
+    lines += ["", "I hope these tasks are useful!"]
+    return "\n".join(lines)
+
+
+def canned_instance(rng: random.Random) -> str:
+    return json.dumps({"input": f"Context about {rng.choice(_TOPICS)} for {rng.choice(_AUDIENCES)}.",
+                       "output": f"A helpful answer that mentions {rng.choice(_TOPICS)} "
+                                 f"and {rng.choice(_THINGS)} (#{rng.randrange(10**6)})."})
+
+
+def default_responder(body: dict[str, Any]) -> str:
+    """Deterministic answers shaped like what datakit's prompts ask for: a JSON object when JSON
+    mode is requested, else a numbered task list with some chatter and some bad tasks."""
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()
+    rng = random.Random(digest)
+    if body.get("response_format", {}).get("type") in ("json_object", "json_schema"):
+        return canned_instance(rng)
+    return canned_task_list(rng)
+
+
+@dataclass
+class Faults:
+    rate_429: float = 0.0
+    rate_500: float = 0.0
+    rate_hang: float = 0.0
+    rate_drop: float = 0.0
+    rate_garbage: float = 0.0
+    retry_after: float = 0.05
+    hang_seconds: float = 3600.0
+
+    def pick(self, rng: random.Random) -> str | None:
+        x = rng.random()
+        for name, rate in (("429", self.rate_429), ("500", self.rate_500), ("hang", self.rate_hang),
+                           ("drop", self.rate_drop), ("garbage", self.rate_garbage)):
+            if x < rate:
+                return name
+            x -= rate
+        return None
+
+
+@dataclass
+class Stats:
+    requests: int = 0
+    statuses: Counter = field(default_factory=Counter)
+    received: Counter = field(default_factory=Counter)   # body sha256 -> times received
+    answered: Counter = field(default_factory=Counter)   # body sha256 -> times answered with 200
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"requests": self.requests, "statuses": dict(self.statuses),
+                "received": dict(self.received), "answered": dict(self.answered)}
+
+
+def body_key(raw: bytes) -> str:
+    """The identity of a request for the stats: its JSON body, canonicalised."""
+    try:
+        return hashlib.sha256(json.dumps(json.loads(raw), sort_keys=True).encode()).hexdigest()
+    except ValueError:
+        return hashlib.sha256(raw).hexdigest()
+
+
+class FakeOpenAIServer:
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0,
+                 faults: Faults | None = None, responder: Responder | None = None,
+                 api_key: str | None = None, seed: int = 0, model: str = "fake-model"):
+        self.host, self.port, self.latency = host, port, latency
+        self.faults = faults or Faults()
+        self.responder = responder or default_responder
+        self.api_key = api_key
+        self.model = model
+        self.rng = random.Random(seed)
+        self.stats = Stats()
+        self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    # ----------------------------------------------------------------- HTTP plumbing
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                n = int(headers.get("content-length", "0") or 0)
+                body = await reader.readexactly(n) if n else b""
+                keep = await self._route(method, path.split("?")[0], headers, body, writer)
+                if not keep:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
+            pass
+        finally:
+            try:
+                writer.close()
+            except RuntimeError:
+                pass
+
+    @staticmethod
+    def _write(writer: asyncio.StreamWriter, status: int, payload: bytes, *, ctype: str = "application/json",
+               extra: dict[str, str] | None = None) -> None:
+        reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+                  500: "Internal Server Error"}.get(status, "Status")
+        hdr = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {ctype}", f"Content-Length: {len(payload)}",
+               "Connection: keep-alive"]
+        hdr += [f"{k}: {v}" for k, v in (extra or {}).items()]
+        writer.write(("\r\n".join(hdr) + "\r\n\r\n").encode("latin-1") + payload)
+
+    async def _route(self, method: str, path: str, headers: dict[str, str], body: bytes,
+                     writer: asyncio.StreamWriter) -> bool:
+        if path == "/_stats":
+            self._write(writer, 200, json.dumps(self.stats.to_dict()).encode())
+            await writer.drain()
+            return True
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            self._write(writer, 401, json.dumps({"error": {"message": "Incorrect API key provided",
+                                                           "type": "invalid_request_error",
+                                                           "code": "invalid_api_key"}}).encode())
+            await writer.drain()
+            return True
+        if method == "GET" and path.endswith("/models"):
+            self._write(writer, 200, json.dumps({"object": "list", "data": [
+                {"id": self.model, "object": "model", "created": 0, "owned_by": "datakit"}]}).encode())
+            await writer.drain()
+            return True
+        if not (method == "POST" and path.endswith("/chat/completions")):
+            self._write(writer, 404, b'{"error": {"message": "not found"}}')
+            await writer.drain()
+            return True
+        return await self._chat(body, writer)
+
+    async def _chat(self, raw: bytes, writer: asyncio.StreamWriter) -> bool:
+        st = self.stats
+        st.requests += 1
+        key = body_key(raw)
+        st.received[key] += 1
+        fault = self.faults.pick(self.rng)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        if fault == "hang":
+            st.statuses["hang"] += 1
+            await asyncio.sleep(self.faults.hang_seconds)
+            return False
+        if fault == "drop":
+            st.statuses["drop"] += 1
+            writer.transport.abort()
+            return False
+        if fault == "429":
+            st.statuses["429"] += 1
+            self._write(writer, 429, b'{"error": {"message": "rate limited", "type": "rate_limit"}}',
+                        extra={"Retry-After": f"{self.faults.retry_after:g}"})
+            await writer.drain()
+            return True
+        if fault == "500":
+            st.statuses["500"] += 1
+            self._write(writer, 500, b'{"error": {"message": "internal error"}}')
+            await writer.drain()
+            return True
+        if fault == "garbage":
+            st.statuses["garbage"] += 1
+            self._write(writer, 200, b"<html>upstream proxy error</html>", ctype="application/json")
+            await writer.drain()
+            return True
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            self._write(writer, 400, b'{"error": {"message": "body is not JSON"}}')
+            await writer.drain()
+            return True
+        text = self.responder(body)
+        pt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4
+        ct = max(1, len(text) // 4)
+        payload = {"id": "chatcmpl-" + key[:12], "object": "chat.completion", "created": int(time.time()),
+                   "model": body.get("model", self.model),
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}
+        st.statuses["200"] += 1
+        st.answered[key] += 1
+        self._write(writer, 200, json.dumps(payload).encode())
+        await writer.drain()
+        return True
+
+    # ----------------------------------------------------------------- lifecycle
+    async def serve(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port, backlog=1024)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    def start(self) -> "FakeOpenAIServer":
+        """Serve from a background thread (for tests); returns once the port is bound."""
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self.serve())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="fake-openai", daemon=True)
+        self._thread.start()
+        ready.wait(10)
+        return self
+
+    def stop(self) -> None:
+        if self._loop and self._server:
+            async def close() -> None:
+                self._server.close()
+                for task in asyncio.all_tasks():
+                    if task is not asyncio.current_task():
+                        task.cancel()
+
+            asyncio.run_coroutine_threadsafe(close(), self._loop).result(5)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+
+    def __enter__(self) -> "FakeOpenAIServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--port", type=int, default=8099)
+    p.add_argument("--latency", type=float, default=0.0)
+    p.add_argument("--api-key")
+    for name in ("429", "500", "hang", "drop", "garbage"):
+        p.add_argument(f"--rate-{name}", type=float, default=0.0)
+    p.add_argument("--retry-after", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    faults = Faults(a.rate_429, a.rate_500, a.rate_hang, a.rate_drop, a.rate_garbage, a.retry_after)
+    srv = FakeOpenAIServer(port=a.port, latency=a.latency, faults=faults, api_key=a.api_key, seed=a.seed)
+
+    async def run() -> None:
+        await srv.serve()
+        print(f"fake OpenAI-compatible server on {srv.base_url}", flush=True)
+        await asyncio.Event().wait()
+
+    try:
+        asyncio.run(run())
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,381 @@
+"""The teacher client: every request datakit makes to an LLM goes through :class:`TeacherPool`.
+
+One ``openai.AsyncOpenAI`` per endpoint, over an ``httpx.AsyncClient`` sized to the
+concurrency, with the SDK's own retries switched off so that datakit can count, pace and cache
+them itself:
+
+* bounded concurrency (global ``concurrency`` and optional per-teacher caps);
+* optional requests- and tokens-per-minute limits (:mod:`datakit.teachers.ratelimit`);
+* retries on 429, 5xx, timeouts, dropped connections and malformed 200 answers, with
+  exponential backoff and full jitter, honouring ``Retry-After`` / ``retry-after-ms``;
+* a per-request timeout;
+* the SQLite response cache (:mod:`datakit.teachers.cache`) consulted before and written
+  after every request, so no answered request is paid for twice;
+* token and cost accounting per teacher.
+
+Problems that no retry can fix (unreachable endpoint at start, a rejected key, an unknown
+model, a teacher failing every request) raise :class:`~datakit.errors.TeacherError`; one
+request that still fails after its retries comes back as a ``ChatResult`` with ``ok=False`` so
+the caller can record it and move on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import os
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import httpx
+import openai
+
+from datakit.config import DatakitConfig, TeacherConfig
+from datakit.errors import TeacherError
+from datakit.teachers.cache import ResponseCache, request_key
+from datakit.teachers.ratelimit import TokenBucket
+
+MAX_CONSECUTIVE_FAILURES = 10
+
+
+@dataclass
+class ChatResult:
+    ok: bool
+    text: str | None
+    error: str | None
+    cached: bool
+    teacher: str
+    model: str
+    params: dict[str, Any]
+    usage: dict[str, int]
+    key: str
+    finish_reason: str | None = None
+
+
+@dataclass
+class TeacherStats:
+    requests: int = 0          # answered HTTP requests (billed by the provider)
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0          # requests that failed after all retries
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    seconds: float = 0.0       # busy time: wall seconds with at least one request in flight
+    errors: Counter = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["errors"] = dict(self.errors)
+        return d
+
+    def add(self, other: dict[str, Any]) -> None:
+        for k, v in other.items():
+            if k == "errors":
+                self.errors.update(v)
+            else:
+                setattr(self, k, getattr(self, k) + v)
+
+
+class _Retryable(Exception):
+    def __init__(self, kind: str, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.kind, self.retry_after = kind, retry_after
+
+
+def _retry_after(headers: httpx.Headers | None) -> float | None:
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return float(ms) / 1000.0
+        except ValueError:
+            pass
+    ra = headers.get("retry-after")
+    if not ra:
+        return None
+    try:
+        return float(ra)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(ra)
+            return max(0.0, when.timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+def backoff_delay(attempt: int, retry_after: float | None, base: float = 0.5, cap: float = 30.0) -> float:
+    """Seconds to wait before retry number ``attempt`` (0-based): the server's Retry-After when
+    it gave one (plus a little jitter so that many clients do not return in lockstep), else
+    exponential backoff with full jitter."""
+    if retry_after is not None:
+        return min(retry_after, 120.0) + random.uniform(0, 0.1 * min(retry_after, 120.0) + 0.01)
+    return random.uniform(0, min(cap, base * 2 ** attempt))
+
+
+class Teacher:
+    """One endpoint: its client, limits and statistics."""
+
+    def __init__(self, cfg: TeacherConfig, *, cache_identity: str | None = None):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.cache_identity = cache_identity or cfg.base_url.rstrip("/")
+        key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
+        if cfg.api_key_env and not key:
+            raise TeacherError(f"teacher '{cfg.name}': environment variable {cfg.api_key_env} is not set")
+        limit = cfg.concurrency or 256
+        self._http = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+            timeout=httpx.Timeout(cfg.timeout, connect=min(10.0, cfg.timeout)))
+        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=key or "none",
+                                         http_client=self._http, max_retries=0, timeout=cfg.timeout)
+        self.sem = asyncio.Semaphore(cfg.concurrency) if cfg.concurrency else None
+        self.rpm = TokenBucket(cfg.rpm) if cfg.rpm else None
+        self.tpm = TokenBucket(cfg.tpm) if cfg.tpm else None
+        self.stats = TeacherStats()
+        self.consecutive_failures = 0
+        self._inflight = 0
+        self._busy_since = 0.0
+
+    def where(self) -> str:
+        return f"teacher '{self.name}' at {self.cfg.base_url}"
+
+    async def preflight(self) -> None:
+        """Fail fast, with one clear line, on an unreachable endpoint or a rejected key."""
+        try:
+            await self.client.models.list()
+        except openai.AuthenticationError as e:
+            raise TeacherError(f"{self.where()} rejected the API key"
+                               f"{' from $' + self.cfg.api_key_env if self.cfg.api_key_env else ''}"
+                               f" (HTTP {e.status_code})") from None
+        except openai.PermissionDeniedError as e:
+            raise TeacherError(f"{self.where()} refused access (HTTP {e.status_code})") from None
+        except (openai.APIConnectionError, openai.APITimeoutError) as e:
+            cause = e.__cause__ or e
+            raise TeacherError(f"cannot reach {self.where()} ({type(cause).__name__}: {cause})") from None
+        except (openai.APIStatusError, openai.APIResponseValidationError, ValueError, TypeError):
+            pass  # some servers have no /models; the first real request will tell
+
+    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Send one chat request with retries; return ``{"text", "usage", "finish_reason"}``."""
+        max_retries = self.cfg.max_retries
+        est = sum(len(m.get("content") or "") for m in request["messages"]) / 3 + request.get("max_tokens", 256)
+        last: _Retryable | None = None
+        for attempt in range(max_retries + 1):
+            if attempt:
+                self.stats.retries += 1
+                await asyncio.sleep(backoff_delay(attempt - 1, last.retry_after if last else None))
+            if self.rpm:
+                await self.rpm.acquire(1)
+            if self.tpm:
+                await self.tpm.acquire(est)
+            try:
+                return await self._once(request, est)
+            except _Retryable as e:
+                self.stats.errors[e.kind] += 1
+                last = e
+        self.stats.failures += 1
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
+            raise TeacherError(f"{self.where()} failed {self.consecutive_failures} requests in a row "
+                               f"after retries; last error: {last}")
+        raise _Retryable(last.kind if last else "error", str(last))
+
+    async def _once(self, request: dict[str, Any], est: float) -> dict[str, Any]:
+        if self._inflight == 0:
+            self._busy_since = time.perf_counter()
+        self._inflight += 1
+        try:
+            return await self._send(request, est)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self.stats.seconds += time.perf_counter() - self._busy_since
+
+    async def _send(self, request: dict[str, Any], est: float) -> dict[str, Any]:
+        try:
+            if self.sem:
+                async with self.sem:
+                    resp = await self.client.chat.completions.create(**request)
+            else:
+                resp = await self.client.chat.completions.create(**request)
+        except openai.AuthenticationError as e:
+            raise TeacherError(f"{self.where()} rejected the API key (HTTP {e.status_code})") from None
+        except openai.PermissionDeniedError as e:
+            raise TeacherError(f"{self.where()} refused access (HTTP {e.status_code})") from None
+        except openai.NotFoundError as e:
+            raise TeacherError(f"{self.where()} does not know model '{self.cfg.model}' "
+                               f"(HTTP 404: {_short(e)})") from None
+        except openai.RateLimitError as e:
+            raise _Retryable("429", f"HTTP 429: {_short(e)}", _retry_after(e.response.headers)) from None
+        except openai.APITimeoutError:
+            raise _Retryable("timeout", f"no answer within {self.cfg.timeout:g} s") from None
+        except openai.APIConnectionError as e:
+            raise _Retryable("connection", f"connection error: {e.__cause__ or e}") from None
+        except openai.APIStatusError as e:
+            if e.status_code >= 500 or e.status_code in (408, 409):
+                raise _Retryable(str(e.status_code), f"HTTP {e.status_code}: {_short(e)}",
+                                 _retry_after(e.response.headers)) from None
+            raise _Failed(f"HTTP {e.status_code}: {_short(e)}") from None
+        except (openai.APIResponseValidationError, ValueError, TypeError) as e:
+            raise _Retryable("malformed", f"malformed answer: {_short(e)}") from None
+        try:
+            choice = resp.choices[0]
+            text = choice.message.content
+            if not isinstance(text, str):
+                raise TypeError("no message content")
+        except (AttributeError, IndexError, TypeError) as e:
+            raise _Retryable("malformed", f"malformed answer: {e}") from None
+        usage = getattr(resp, "usage", None)
+        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
+        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+        s = self.stats
+        s.requests += 1
+        s.prompt_tokens += pt
+        s.completion_tokens += ct
+        s.cost += (pt * self.cfg.price_input + ct * self.cfg.price_output) / 1e6
+        if self.tpm and (pt or ct):
+            self.tpm.adjust(pt + ct - est)
+        self.consecutive_failures = 0
+        return {"text": text, "usage": {"prompt_tokens": pt, "completion_tokens": ct},
+                "finish_reason": getattr(choice, "finish_reason", None)}
+
+    async def aclose(self) -> None:
+        await self.client.close()
+        await self._http.aclose()
+
+
+class _Failed(Exception):
+    """A request the server refused for good (a 4xx other than 401/403/404/408/409/429)."""
+
+
+def _short(e: Exception) -> str:
+    msg = getattr(e, "message", None) or str(e)
+    return msg.splitlines()[0][:200] if msg else type(e).__name__
+
+
+class TeacherPool:
+    """Routes each request to a teacher with the right role, caching and accounting it."""
+
+    def __init__(self, teachers: list[Teacher], cache: ResponseCache, concurrency: int):
+        if not teachers:
+            raise TeacherError("no teacher configured")
+        self.teachers = teachers
+        self.by_name = {t.name: t for t in teachers}
+        self.cache = cache
+        self.sem = asyncio.Semaphore(concurrency)
+
+    def for_role(self, role: str) -> list[Teacher]:
+        ts = [t for t in self.teachers if role in t.cfg.roles]
+        if not ts:
+            raise TeacherError(f"no teacher has the role '{role}' (configure roles = [\"{role}\", ...])")
+        return ts
+
+    def pick(self, role: str, route_key: str) -> Teacher:
+        """Weighted choice among the role's teachers, a deterministic function of ``route_key``
+        so that a resumed run sends each request to the same teacher (and hits the cache)."""
+        ts = self.for_role(role)
+        if len(ts) == 1:
+            return ts[0]
+        total = sum(t.cfg.weight for t in ts)
+        x = (int(route_key[:12], 16) / float(16 ** 12)) * total
+        for t in ts:
+            x -= t.cfg.weight
+            if x < 0:
+                return t
+        return ts[-1]
+
+    def build_request(self, teacher: Teacher, messages: list[dict[str, str]], params: dict[str, Any],
+                      json_mode: bool) -> dict[str, Any]:
+        req: dict[str, Any] = {"model": teacher.cfg.model, "messages": messages, **params}
+        if json_mode and teacher.cfg.json_mode:
+            req["response_format"] = {"type": "json_object"}
+        return req
+
+    async def chat(self, role: str, messages: list[dict[str, str]], *, params: dict[str, Any] | None = None,
+                   json_mode: bool = False, salt: str = "", teacher: str | None = None) -> ChatResult:
+        params = dict(params or {})
+        route = request_key({"messages": messages, "params": params, "salt": salt, "role": role})
+        if teacher is not None:
+            if teacher not in self.by_name:
+                raise TeacherError(f"unknown teacher '{teacher}' (configured: {', '.join(self.by_name)})")
+            t = self.by_name[teacher]
+        else:
+            t = self.pick(role, route)
+        req = self.build_request(t, messages, params, json_mode)
+        key = request_key({"endpoint": t.cache_identity, "request": req, "salt": salt})
+        hit = self.cache.get(key)
+        if hit is not None:
+            t.stats.cache_hits += 1
+            return ChatResult(True, hit["text"], None, True, t.name, t.cfg.model, params,
+                              hit.get("usage", {}), key, hit.get("finish_reason"))
+        async with self.sem:
+            try:
+                answer = await t.complete(req)
+            except _Retryable as e:
+                return ChatResult(False, None, str(e), False, t.name, t.cfg.model, params, {}, key)
+            except _Failed as e:
+                t.stats.failures += 1
+                t.stats.errors["refused"] += 1
+                return ChatResult(False, None, str(e), False, t.name, t.cfg.model, params, {}, key)
+        self.cache.put(key, req, answer)
+        return ChatResult(True, answer["text"], None, False, t.name, t.cfg.model, params,
+                          answer["usage"], key, answer.get("finish_reason"))
+
+    async def preflight(self) -> None:
+        await asyncio.gather(*(t.preflight() for t in self.teachers))
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        return {t.name: t.stats.to_dict() for t in self.teachers}
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One row per teacher for a summary table."""
+        rows = []
+        for t in self.teachers:
+            s = t.stats
+            rows.append({"teacher": t.name, "model": t.cfg.model, "requests": s.requests,
+                         "cached": s.cache_hits, "retries": s.retries, "failed": s.failures,
+                         "tok in": s.prompt_tokens, "tok out": s.completion_tokens,
+                         "USD": round(s.cost, 4),
+                         "tok/s": round(s.completion_tokens / s.seconds, 1) if s.seconds else 0.0})
+        return rows
+
+    async def aclose(self) -> None:
+        for t in self.teachers:
+            await t.aclose()
+        self.cache.close()
+
+
+@contextlib.asynccontextmanager
+async def open_teachers(cfg: DatakitConfig, cache_path: str | Path, *, log_dir: str | Path | None = None,
+                        preflight: bool = True, on_status=None) -> AsyncIterator[TeacherPool]:
+    """Open the configured teachers, or start the bundled local teacher when none is configured,
+    and close everything (the local server included) on the way out."""
+    local = None
+    try:
+        if cfg.teachers:
+            teachers = [Teacher(tc) for tc in cfg.teachers]
+        else:
+            from datakit.teachers.local import LocalTeacher
+
+            local = LocalTeacher(cfg.local, log_path=Path(log_dir) / "local-teacher.log" if log_dir else None)
+            if on_status:
+                on_status(f"starting the bundled local teacher ({local.model_name})")
+            await asyncio.to_thread(local.start)
+            teachers = [Teacher(local.teacher_config(), cache_identity=local.cache_identity)]
+        pool = TeacherPool(teachers, ResponseCache(cache_path), cfg.concurrency)
+        try:
+            if preflight:
+                await pool.preflight()
+            yield pool
+        finally:
+            await pool.aclose()
+    finally:
+        if local is not None:
+            await asyncio.to_thread(local.stop)
