@@ -5,6 +5,7 @@ in SmolLM2-135M-Instruct's GGUF (loaded with transformers) renders them exactly 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -266,3 +267,57 @@ def test_bad_tokenizer_name_is_user_error():
 
     with pytest.raises(UserError, match="cannot load tokenizer"):
         load_tokenizer("no-such-org/no-such-tokenizer-xyz")
+
+
+# LLaMA-Factory's own dataset_info parser and sharegpt converter, run on our files. The package
+# is installed with --no-deps (its full dependency set is a training stack); its `data` package
+# __init__ imports the multimodal plugin (torchaudio, absent here), so the script below registers
+# `llamafactory.data` as a bare namespace and imports the real parser.py and converter.py from it.
+LF_SCRIPT = r'''
+import importlib.util, json, sys, types
+from types import SimpleNamespace
+import llamafactory
+pkg = list(importlib.util.find_spec("llamafactory").submodule_search_locations)[0]
+data = types.ModuleType("llamafactory.data"); data.__path__ = [pkg + "/data"]
+sys.modules["llamafactory.data"] = data
+from llamafactory.data.parser import get_dataset_list
+from llamafactory.data.converter import get_dataset_converter
+import datasets
+folder, names = sys.argv[1], sys.argv[2].split(",")
+out = {}
+for attr in get_dataset_list(names, folder):
+    ds = datasets.load_dataset("json", data_files=f"{folder}/{attr.dataset_name}", split="train")
+    conv = get_dataset_converter(attr.formatting, attr, SimpleNamespace(media_dir=folder))
+    out[attr.dataset_name] = {"ranking": attr.ranking, "rows": [conv(dict(r)) for r in ds]}
+print(json.dumps(out))
+'''
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llamafactory") is None,
+                    reason="llamafactory not installed (pip install --no-deps llamafactory==0.9.5)")
+def test_llamafactory_own_loader_accepts_it(tmp_path, records):
+    folder = tmp_path / "data"
+    n = {}
+    for fmt in ("sft", "dpo"):  # both into one folder: dataset_info.json gathers the entries
+        res = export(records, folder, ExportOptions(format=fmt, style="llamafactory", system=SYSTEM,
+                                                    eval_fraction=0.2))
+        n[fmt] = (res.n_train, res.n_eval)
+    names = ["datakit_sft", "datakit_sft_eval", "datakit_dpo", "datakit_dpo_eval"]
+    p = subprocess.run([sys.executable, "-c", LF_SCRIPT, str(folder), ",".join(names)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    for fmt in ("sft", "dpo"):
+        name = f"datakit_{fmt}"
+        train = out[f"{name}.jsonl"]
+        assert train["ranking"] is (fmt == "dpo")
+        assert (len(train["rows"]), len(out[f"{name}.eval.jsonl"]["rows"])) == n[fmt]
+        src = read_table(folder / f"{name}.jsonl")
+        for conv, row in zip(train["rows"], src):
+            assert conv["_system"] == SYSTEM
+            assert conv["_prompt"] == [{"role": "user", "content": row["conversations"][0]["value"]}]
+            if fmt == "dpo":  # LLaMA-Factory's pairwise shape: [chosen, rejected]
+                assert conv["_response"] == [{"role": "assistant", "content": row["chosen"]["value"]},
+                                             {"role": "assistant", "content": row["rejected"]["value"]}]
+            else:
+                assert conv["_response"] == [{"role": "assistant", "content": row["conversations"][1]["value"]}]
