@@ -358,7 +358,7 @@ def write_outputs(inputs: Inputs, result: Result, out: str | os.PathLike, stage:
         raise
     except (TypeError, ValueError, OSError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"cannot write output ({msg}); are the input schemas mixed?",
+        raise UserError(f"cannot write output: mixed schemas across records? ({msg})",
                         path=str(out)) from None
     except Exception as e:  # pyarrow's errors for mixed column types
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
