@@ -12,7 +12,7 @@
 3. ``--max-len`` token counting: datakit's batched count vs per-row
    ``apply_chat_template(tokenize=True)``. Counts are checked equal.
 
-Run: ``.venv/bin/python bench/judge_export_bench.py [--n 20000]``
+Run: ``.venv/bin/python bench/bench_judge_export.py [--n 20000]``
 """
 
 from __future__ import annotations
