@@ -33,7 +33,7 @@ def generate(num, out, seeds, rng_seed, requests_per_round, config_path, base_ur
     command = "datakit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("accepted"),
                   TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
-                  transient=False) as progress:
+                  transient=True) as progress:
         task = progress.add_task("", total=cfg.generate.num)
 
         def on_progress(done: int, total: int) -> None:

@@ -36,8 +36,8 @@ def _clean(text: str) -> str:
 
 def parse_task_list(text: str | None, *, truncated: bool = False) -> list[str]:
     """Instructions from a numbered (or bulleted) list; chatter before, between and after is
-    ignored. A line directly under an item (no blank line, not a label like ``Input:``) continues
-    it. When ``truncated`` (the answer hit max_tokens) the last item is dropped: it may be cut."""
+    ignored. A line directly under an unfinished item (no blank line, the item not ending a
+    sentence, the line not a label like ``Input:``) continues it. When ``truncated`` (the answer hit max_tokens) the last item is dropped: it may be cut."""
     if not text:
         return []
     items: list[list[str]] = []
@@ -53,8 +53,10 @@ def parse_task_list(text: str | None, *, truncated: bool = False) -> list[str]:
             items.append(current)
         elif _STOP_LABEL.match(line):
             current = None
-        elif current is not None:
+        elif current is not None and not current[-1].rstrip().rstrip("*_\"'”」").endswith(_TERMINAL):
             current.append(line.strip())
+        else:
+            current = None
     if truncated and items:
         items.pop()
     out = []
@@ -65,6 +67,7 @@ def parse_task_list(text: str | None, *, truncated: bool = False) -> list[str]:
     return out
 
 
+_TERMINAL = tuple(".!?。！？…")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 
 
