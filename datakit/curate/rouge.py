@@ -162,6 +162,7 @@ class RougeLNovelty:
         self._fixed_order = False
         self._next_rebuild = 64
         self.pairs_compared = 0  # exact LCS computations done (for benchmarks)
+        self.record_candidates: list | None = None  # set to [] to log candidates (benchmarks)
         # flat token-id store of kept texts, for the vectorised LCS over many candidates
         self._tokid: dict[str, int] = {}
         self._flat = np.zeros(1024, dtype=np.int32)
@@ -217,10 +218,9 @@ class RougeLNovelty:
     def _search(self, toks: list[str], elems: list[str], stop_above: bool = False
                 ) -> tuple[float, str | None]:
         n = len(toks)
-        if n == 0 or not self._ids:
-            return 0.0, None
-        prefix = self._prefix(elems, n)
-        if not prefix:
+        if n == 0 or not self._ids or not (prefix := self._prefix(elems, n)):
+            if self.record_candidates is not None:
+                self.record_candidates.append([])
             return 0.0, None
         cands: set[int] = set()
         index = self._index
@@ -228,6 +228,8 @@ class RougeLNovelty:
             p = index.get(e)
             if p:
                 cands.update(p)
+        if self.record_candidates is not None:
+            self.record_candidates.append(sorted(cands))
         best, best_i = 0.0, -1
         lens, masks = self._lens, self._masks
         t = self.threshold - _MARGIN
