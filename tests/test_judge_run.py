@@ -225,13 +225,13 @@ def test_end_to_end_on_the_local_teacher(tmp_path):
     """respond → judge → export on the bundled local teacher, 2 records, short answers."""
     run = make_run(tmp_path / "run", ["Name three colours.", "Say hello in French."])
     env = dict(os.environ)
-    p = _cli("respond", str(run), "--n", "2", "--max-tokens", "24", env=env)
+    p = _cli("respond", str(run), "--n", "2", "--max-tokens", "16", env=env)
     out, err = p.communicate(timeout=400)
     assert p.returncode == 0, err
     cands = list(read_jsonl(run / "candidates.jsonl"))
     assert len(cands) == 4 and all(c["teacher"] == "local" and c["output"] for c in cands)
     assert {c["params"]["temperature"] for c in cands} == {0.3, 1.0}
-    p = _cli("judge", str(run), "--max-tokens", "96", "--max-pairs", "1", env=env)
+    p = _cli("judge", str(run), "--max-tokens", "64", "--max-pairs", "1", env=env)
     out, err = p.communicate(timeout=500)
     assert p.returncode == 0, err
     judged = list(read_jsonl(run / "judged.jsonl"))
