@@ -253,3 +253,25 @@ def test_end_to_end_on_the_local_teacher(tmp_path):
     assert p.returncode in (0, 2), err
     if p.returncode == 2:
         assert "nothing to export" in err and len(err.strip().splitlines()) == 1
+
+
+def test_json_schema_mode_sends_structured_output_schemas(tmp_path):
+    seen = []
+
+    def recording(body):
+        seen.append(body)
+        return judge_responder(body)
+
+    with FakeOpenAIServer(responder=recording) as srv:
+        run = make_run(tmp_path / "run", ["Explain tides."])
+        cfg = cfg_for((srv, "s"))
+        respond(run, cfg, RespondOptions(n=2))
+        j = judge(run, cfg, JudgeOptions(json_schema=True))
+    formats = [b.get("response_format") for b in seen if "[TASK]" in b["messages"][-1]["content"]]
+    assert len(formats) == 4  # 2 pointwise + 1 pair x 2 orders
+    names = sorted(f["json_schema"]["name"] for f in formats)
+    assert names == ["judge_pairwise"] * 2 + ["judge_pointwise"] * 2
+    point = [f for f in formats if f["json_schema"]["name"] == "judge_pointwise"][0]["json_schema"]["schema"]
+    assert set(point["required"]) == set(ASPECTS) and point["additionalProperties"] is False
+    assert all(f["type"] == "json_schema" for f in formats)
+    assert j.status_counts == {"ok": 2} and j.pairs_kept == 1

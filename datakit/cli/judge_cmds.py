@@ -93,14 +93,17 @@ def respond_cmd(run_dir: str, teacher_names: str | None, n: int, temperatures: s
               help="Score margin a DPO pair needs (inclusive); for the summary and judged.jsonl.")
 @click.option("--max-tokens", type=int, default=512, show_default=True, help="Judge answer length cap.")
 @click.option("--limit", type=int, help="Only the first N accepted records.")
+@click.option("--json-schema/--no-json-schema", default=False, show_default=True,
+              help="Send OpenAI structured-output JSON schemas (servers that support json_schema); "
+                   "default is plain JSON mode.")
 def judge_cmd(run_dir: str, judge_teacher: str | None, mode: str, max_pairs: int, min_margin: float,
-              max_tokens: int, limit: int | None, **topts: Any) -> None:
+              max_tokens: int, limit: int | None, json_schema: bool, **topts: Any) -> None:
     """Score candidates with a rubric and/or pairwise judge, rank them, build preference pairs."""
     from datakit.judge.run import JudgeOptions, judge
 
     cfg = config_from_options(**topts)
     opts = JudgeOptions(teacher=judge_teacher, mode=mode, max_pairs=max_pairs, min_margin=min_margin,
-                        max_tokens=max_tokens, limit=limit)
+                        max_tokens=max_tokens, limit=limit, json_schema=json_schema)
     with _Progress("judge") as prog:
         res = judge(Path(run_dir), cfg, opts, on_progress=prog, on_status=prog.status)
     rate = "n/a" if res.position_bias_rate is None else f"{res.position_bias_rate:.1%} of {res.pairwise_compared}"

@@ -24,7 +24,7 @@ from typing import Any, Awaitable, Callable
 from datakit.errors import UserError
 from datakit.export.formats import user_content
 from datakit.judge import store
-from datakit.judge.parse import parse_pairwise, parse_pointwise
+from datakit.judge.parse import ASPECTS, parse_pairwise, parse_pointwise
 from datakit.judge.pairs import candidate_score, position_bias_rate
 from datakit.prompts import load_prompt
 from datakit.records import JsonlAppender, Record, read_records, write_table
@@ -234,6 +234,7 @@ class JudgeOptions:
     min_margin: float = 1.0
     max_tokens: int = 512
     limit: int | None = None
+    json_schema: bool = False  # send OpenAI structured-output schemas instead of plain JSON mode
 
 
 @dataclass
@@ -254,6 +255,19 @@ class JudgeResult:
     pairs_kept: int = 0
     pair_drops: Counter = field(default_factory=Counter)
     teacher_rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _schema(name: str, properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "json_schema", "json_schema": {"name": name, "strict": True, "schema": {
+        "type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}}}
+
+
+_ASPECT_SCHEMA = {"type": "object", "properties": {"score": {"type": "integer"}, "rationale": {"type": "string"}},
+                  "required": ["score", "rationale"], "additionalProperties": False}
+# Ranges are not in the schema (not every server enforces them); the parser checks 1..10.
+POINTWISE_SCHEMA = _schema("judge_pointwise", {a: _ASPECT_SCHEMA for a in ASPECTS})
+PAIRWISE_SCHEMA = _schema("judge_pairwise", {"winner": {"type": "string", "enum": ["A", "B", "tie"]},
+                                             "reason": {"type": "string"}})
 
 
 def judge_tag(prompt_sha: str, teacher: str | None, max_tokens: int) -> str:
@@ -307,12 +321,17 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
     logged_cands = store.load_candidates(run_dir)
     cand_lists = {r.id: store.record_candidates(r, logged_cands.get(r.id)) for r in recs}
     params = {"temperature": 0.0, "max_tokens": opts.max_tokens}
+    if opts.json_schema:
+        point_tag, pair_tag = point_tag + "s", pair_tag + "s"
 
     async def main() -> None:
         async with _open_pool(cfg, run_dir, on_status) as pool:
-            async def ask(prompt: str) -> Any:
-                return await pool.chat("judge", [{"role": "user", "content": prompt}], params=params,
-                                       json_mode=True, salt="judge", teacher=judge_name)
+            async def ask(prompt: str, schema: dict[str, Any]) -> Any:
+                # --json-schema: the structured-output schema goes in the request (servers that
+                # lack it answer 400); otherwise plain JSON mode where the teacher allows it.
+                p = dict(params, response_format=schema) if opts.json_schema else params
+                return await pool.chat("judge", [{"role": "user", "content": prompt}], params=p,
+                                       json_mode=not opts.json_schema, salt="judge", teacher=judge_name)
 
             def base(r: Any, tag: str, sha: str) -> dict[str, Any]:
                 return {"tag": tag, "prompt_sha": sha, "teacher": r.teacher, "model": r.model,
@@ -336,7 +355,7 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
 
                         def job(rec: Record = rec, c: dict = c, task: str = task):
                             async def run() -> dict[str, Any] | None:
-                                r = await ask(point_prompt.render(task=task, response=c["output"]))
+                                r = await ask(point_prompt.render(task=task, response=c["output"]), POINTWISE_SCHEMA)
                                 if not r.ok:
                                     return None
                                 return {"kind": "pointwise", "record_id": rec.id, "cand": c["id"],
@@ -378,7 +397,7 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
                                 async def run() -> dict[str, Any] | None:
                                     prompt = pair_prompt.render(task=task, response_a=by_id[a]["output"],
                                                                response_b=by_id[b]["output"])
-                                    r = await ask(prompt)
+                                    r = await ask(prompt, PAIRWISE_SCHEMA)
                                     if not r.ok:
                                         return None
                                     return {"kind": "pairwise", "record_id": rec.id, "x": x, "y": y,

@@ -72,14 +72,21 @@ def output_candidate(rec: Record) -> dict[str, Any]:
             "source": "record.output"}
 
 
+def _natural(cid: str) -> tuple[str, int, str]:
+    name, _, k = str(cid).rpartition("#")
+    return (name, int(k), "") if name and k.isdigit() else (str(cid), -1, "")
+
+
 def record_candidates(rec: Record, logged: dict[str, dict[str, Any]] | None) -> list[dict[str, Any]]:
     """Candidates of a record: those already inside it, then those from the log (same id: log
     wins). A record with none judges its own output as the single candidate ``output``."""
     by_id: dict[str, dict[str, Any]] = {}
     for c in rec.candidates or []:
         by_id[str(c.get("id"))] = dict(c)
-    for cid, c in (logged or {}).items():
-        by_id[cid] = dict(c)
+    # Log order follows completion order, which varies run to run: order by id instead
+    # ("teacher#k" by teacher, then k as a number), so pair choice and ties are reproducible.
+    for cid in sorted(logged or {}, key=_natural):
+        by_id[cid] = dict(logged[cid])
     if not by_id and (rec.output or "").strip():
         by_id[OUTPUT_CANDIDATE] = output_candidate(rec)
     return list(by_id.values())
