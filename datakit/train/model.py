@@ -145,23 +145,67 @@ def load_model(spec: ModelSpec, *, load_4bit: bool, device, dtype, attn: str | N
     return model
 
 
-def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules, gradient_checkpointing: bool):
-    """Wrap with LoRA adapters (float32 weights); enable non-reentrant gradient checkpointing."""
+def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules, gradient_checkpointing: bool,
+             lora_dtype=None, reentrant: bool = False):
+    """Wrap with LoRA adapters and enable gradient checkpointing.
+
+    ``lora_dtype`` None keeps the adapters in float32 (run under autocast); a half dtype stores
+    them in it (the trainer keeps float32 master copies for the optimiser, see
+    :class:`Fp32Master`), so the whole forward runs without autocast's per-op casts.
+    """
     import torch
     from peft import LoraConfig, get_peft_model
 
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if reentrant:
+            model.enable_input_require_grads()
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": reentrant})
     cfg = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
                      bias="none", task_type="CAUSAL_LM")
     try:
         model = get_peft_model(model, cfg)
     except ValueError as e:
         raise UserError(f"LoRA: {str(e).splitlines()[0]}", field="target_modules") from None
+    want = lora_dtype or torch.float32
     for n, p in model.named_parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
+        if p.requires_grad and p.dtype != want:
+            p.data = p.data.to(want)
     return model
+
+
+class Fp32Master:
+    """Float32 master copies of half-precision trainable parameters: the optimiser steps the
+    masters; :meth:`pull_grads` before the step, :meth:`push` after it."""
+
+    def __init__(self, params):
+        self.model_params = list(params)
+        self.params = [p.detach().float().clone() for p in self.model_params]
+        self.same = all(p.dtype == __import__("torch").float32 for p in self.model_params)
+        if self.same:
+            self.params = self.model_params
+
+    def pull_grads(self) -> None:
+        if self.same:
+            return
+        for m, p in zip(self.params, self.model_params):
+            m.grad = None if p.grad is None else p.grad.float()
+            p.grad = None
+
+    def push(self) -> None:
+        if self.same:
+            return
+        import torch
+
+        with torch.no_grad():
+            torch._foreach_copy_(self.model_params, self.params)
+
+    def reload(self) -> None:
+        """After the model's adapter weights were replaced (resume)."""
+        if not self.same:
+            import torch
+
+            with torch.no_grad():
+                torch._foreach_copy_(self.params, [p.float() for p in self.model_params])
 
 
 def decoder_and_head(model):

@@ -219,7 +219,10 @@ class Run:
             torch.distributed.init_process_group("nccl")
         self.device = M.pick_device()
         self.dtype = M.compute_dtype(self.device)
-        self.autocast = self.dtype if self.device.type == "cuda" else None
+        # on CUDA the adapters are stored in the compute dtype (float32 masters in the optimiser),
+        # so nothing needs autocast; on the CPU everything is float32
+        self.autocast = None
+        lora_dtype = self.dtype if self.device.type == "cuda" else None
         load_4bit = cfg.load_4bit
         if load_4bit and self.device.type != "cuda":
             self.notice("no CUDA GPU: 4-bit loading needs one here, so this run is plain LoRA in float32")
@@ -229,7 +232,8 @@ class Run:
         model = M.load_model(self.spec, load_4bit=load_4bit, device=self.device, dtype=self.dtype)
         self.model = M.add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                                 target_modules=cfg.target_modules,
-                                gradient_checkpointing=cfg.gradient_checkpointing)
+                                gradient_checkpointing=cfg.gradient_checkpointing, lora_dtype=lora_dtype,
+                                reentrant=True)
         self.trainable, self.total_params = M.count_params(self.model)
 
     # ---- steps
@@ -347,6 +351,7 @@ class Run:
 
         folder = self.out / "checkpoint-last"
         set_peft_model_state_dict(self.model, load_file(str(folder / "adapter_model.safetensors")))
+        self.master.reload()
         ts = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
         self.opt.load_state_dict(ts["optimizer"])
         self.sched.load_state_dict(ts["scheduler"])
@@ -398,7 +403,8 @@ class Run:
             micro = self._micro_batches(n_items, cfg.epochs)
             total_steps = max(1, math.ceil(len(micro) / per_step))
         self.fingerprint = _fingerprint(cfg, _file_sha(cfg.data) + _file_sha(cfg.eval_data))
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.master = M.Fp32Master(p for p in self.model.parameters() if p.requires_grad)
+        params = self.master.params
         self.opt, opt_name = make_optimizer(params, cfg, self.device, self.notice)
         warmup = max(1, int(round(cfg.warmup_ratio * total_steps))) if cfg.warmup_ratio > 0 else 0
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total_steps, warmup))
@@ -439,12 +445,14 @@ class Run:
                     loss.backward()
                     for key, v in info.items():
                         agg[key] = agg.get(key, 0.0) + v
+                self.master.pull_grads()
                 if self.world > 1:
                     self._all_reduce_grads(params)
                 agg = self._all_sum(agg)
                 gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
                 lr = self.sched.get_last_lr()[0]
                 self.opt.step()
+                self.master.push()
                 self.sched.step()
                 self.opt.zero_grad(set_to_none=True)
                 if self.device.type == "cuda":

@@ -1,0 +1,356 @@
+"""QLoRA training throughput and memory: plain transformers+peft+bitsandbytes vs datakit's trainer.
+
+One run on one GPU, one model: a Qwen2.5-7B-shaped Qwen2 (hidden 3584, intermediate 18944,
+28 layers, 28 heads, 4 KV heads, vocab 152064) with random weights, built from the config,
+saved as safetensors and loaded back 4-bit as a user would. Sequences of 2048 tokens, LoRA r=16
+alpha=32 on all linear layers, paged 8-bit AdamW for both.
+
+* baseline: ``prepare_model_for_kbit_training`` (gradient checkpointing), SDPA, the model's own
+  loss (``labels=``), rows of 2048 tokens, micro-batch 1, 2, 4 … until out of memory;
+* datakit: :func:`datakit.train.model.load_model` + :func:`add_lora` and the trainer's own
+  :func:`forward_nll` (chunked linear cross-entropy, no fp32 upcast, packed rows through varlen
+  flash attention), with and without gradient checkpointing, micro-batch 1, 2, 4 …;
+* DPO: datakit's DPO step (policy + adapter-disabled reference) on pairs of 2 × 1024 tokens.
+
+Each side runs in its own process so peak memory is its own. Before timing, the script checks on
+the GPU that the chunked loss equals the full-logits loss and that a packed row gives the same
+per-example losses as the examples run one by one.
+
+    python bench/train_gpu.py --out OUTDIR [--layers 28] [--steps 5]
+
+Prints one table (tokens/s, peak memory, ratios) and writes OUTDIR/train_gpu.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SEQ = 2048
+REENTRANT = os.environ.get("DK_REENTRANT", "0") == "1"
+SHAPE = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
+             num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768, rope_theta=1e6,
+             rms_norm_eps=1e-6, tie_word_embeddings=False)
+
+
+def build(path: Path, layers: int) -> dict:
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(**{**SHAPE, "num_hidden_layers": layers})
+    t = time.time()
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device("cuda"):
+        model = Qwen2ForCausalLM(cfg)
+    torch.set_default_dtype(torch.float32)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() >= 2:
+                p.normal_(0.0, 0.02)
+            elif "norm" in name:
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02)
+    n = sum(p.numel() for p in model.parameters())
+    model.save_pretrained(str(path), max_shard_size="5GB")
+    del model
+    torch.cuda.empty_cache()
+    return {"params": n, "build_save_s": round(time.time() - t, 1)}
+
+
+def _mem():
+    import torch
+
+    return (round(torch.cuda.max_memory_allocated() / 2 ** 30, 2), round(torch.cuda.max_memory_reserved() / 2 ** 30, 2))
+
+
+def _reset():
+    import gc
+
+    import torch
+
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+
+
+def _time_steps(step, warmup: int, steps: int) -> list[float]:
+    import torch
+
+    times = []
+    for i in range(warmup + steps):
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        step()
+        torch.cuda.synchronize()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return times
+
+
+def _sweep(name: str, make_step, batches: list[int], warmup: int, steps: int, tokens_per_row: int = SEQ) -> list[dict]:
+    import torch
+
+    rows = []
+    for mb in batches:
+        _reset()
+        step = None
+        try:
+            step = make_step(mb)
+            times = _time_steps(step, warmup, steps)
+        except torch.cuda.OutOfMemoryError:
+            rows.append({"config": name, "micro_batch": mb, "oom": True})
+            print(f"  {name} mb={mb}: out of memory", flush=True)
+            del step
+            _reset()
+            break
+        med = statistics.median(times)
+        alloc, reserved = _mem()
+        r = {"config": name, "micro_batch": mb, "step_s": round(med, 4),
+             "tokens_per_s": round(mb * tokens_per_row / med, 1), "peak_alloc_gib": alloc,
+             "peak_reserved_gib": reserved, "step_times": [round(x, 4) for x in times]}
+        rows.append(r)
+        print(f"  {name} mb={mb}: {r['tokens_per_s']:.0f} tok/s, {alloc} GiB alloc, {reserved} GiB reserved",
+              flush=True)
+        del step
+    return rows
+
+
+def run_baseline(path: str, batches: list[int], warmup: int, steps: int) -> dict:
+    import bitsandbytes as bnb
+    import torch
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    t = time.time()
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(path, quantization_config=q, dtype=torch.bfloat16,
+                                                 attn_implementation="sdpa", device_map={"": 0})
+    load_s = time.time() - t
+    model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules="all-linear",
+                                             task_type="CAUSAL_LM"))
+    model.config.use_cache = False
+    opt = bnb.optim.PagedAdamW8bit([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    vocab = model.config.vocab_size
+    model.train()
+
+    def make_step(mb):
+        ids = torch.randint(0, vocab, (mb, SEQ), device="cuda")
+
+        def step():
+            out = model(input_ids=ids, labels=ids)
+            out.loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    rows = _sweep("baseline", make_step, batches, warmup, steps)
+    return {"load_s": round(load_s, 1), "rows": rows}
+
+
+def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_batches: list[int]) -> dict:
+    import bitsandbytes as bnb
+    import torch
+
+    from datakit.train import data as D
+    from datakit.train.losses import dpo_loss, reference_nll, token_nll
+    from datakit.train.model import Fp32Master, ModelSpec, add_lora, decoder_and_head, load_model
+    from datakit.train.trainer import batch_tensors, forward_nll, seq_logps
+
+    dev = torch.device("cuda", 0)
+    t = time.time()
+    model = load_model(ModelSpec(path), load_4bit=True, device=dev, dtype=torch.bfloat16)
+    load_s = time.time() - t
+    model = add_lora(model, r=16, alpha=32, dropout=0.05, target_modules="all-linear", gradient_checkpointing=True,
+                     lora_dtype=torch.bfloat16, reentrant=REENTRANT)
+    master = Fp32Master(p for p in model.parameters() if p.requires_grad)
+    opt = bnb.optim.PagedAdamW8bit(master.params, lr=1e-4)
+    vocab = model.config.vocab_size
+    ac = None  # everything in bf16: no autocast
+    res: dict = {"load_s": round(load_s, 1), "checks": {}}
+
+    # ---- correctness on the GPU: chunked loss vs full logits; packed vs one by one
+    g = torch.Generator(device="cuda").manual_seed(1)
+    _, head = decoder_and_head(model)
+    h = torch.randn(3000, head.weight.shape[1], device=dev, dtype=torch.bfloat16, generator=g)
+    tg = torch.randint(0, vocab, (3000,), device=dev, generator=g)
+    hr = h.clone().requires_grad_(True)
+    a = token_nll(hr, head.weight, tg)
+    a.sum().backward()
+    hf = h.clone().float().requires_grad_(True)
+    b = reference_nll(hf, head.weight, tg)
+    b.sum().backward()
+    a, b = a.detach(), b.detach()
+    res["checks"]["chunked_ce_rel_err"] = float((a - b).norm() / b.norm())
+    res["checks"]["chunked_ce_grad_rel_err"] = float((hr.grad.float() - hf.grad).norm() / hf.grad.norm())
+    del h, hr, hf, a, b
+    model.eval()
+    exs = [D.Example(torch.randint(0, vocab, (n,)).tolist(), [True] * n) for n in (300, 517, 1100)]
+    with torch.no_grad():
+        packed = forward_nll(model, batch_tensors(D.make_batch(exs), dev), autocast_dtype=ac)
+        single = torch.cat([forward_nll(model, batch_tensors(D.make_batch([e]), dev), autocast_dtype=ac) for e in exs])
+    res["checks"]["packed_vs_single_rel_err"] = float((packed - single).norm() / single.norm())
+    res["checks"]["packed_vs_single_max_abs"] = float((packed - single).abs().max())
+    from datakit.train import attention as A
+
+    res["checks"]["varlen_kernel"] = bool(A._state["varlen"])
+    model.train()
+    print("  checks:", res["checks"], flush=True)
+
+    def sft_step_factory(mb):
+        exs = [D.Example(torch.randint(0, vocab, (SEQ,)).tolist(), [True] * SEQ) for _ in range(mb)]
+        t = batch_tensors(D.make_batch(exs), dev)
+        n = t["targets"].numel()
+
+        def step():
+            loss = forward_nll(model, t, autocast_dtype=ac).sum() / n
+            loss.backward()
+            master.pull_grads()
+            opt.step()
+            master.push()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    base = model.get_base_model()
+    rows = _sweep("datakit", sft_step_factory, batches, warmup, steps)
+    if no_ckpt_batches:
+        base.gradient_checkpointing_disable()
+        rows += _sweep("datakit-no-ckpt", sft_step_factory, no_ckpt_batches, warmup, steps)
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": REENTRANT})
+    res["rows"] = rows
+
+    # ---- DPO: pairs of (prompt 512 + reply 512) tokens, chosen and rejected
+    def dpo_step_factory(mb):
+        seqs = []
+        for _ in range(mb):
+            prompt = torch.randint(0, vocab, (512,)).tolist()
+            for _ in range(2):
+                seqs.append(D.Example(prompt + torch.randint(0, vocab, (512,)).tolist(), [False] * 512 + [True] * 512))
+        t = batch_tensors(D.make_batch(seqs), dev)
+
+        def step():
+            logp, _ = seq_logps(model, t, 2 * mb, ac)
+            with torch.no_grad(), model.disable_adapter():
+                ref, _ = seq_logps(model, t, 2 * mb, ac)
+            losses, _ = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], 0.1)
+            losses.mean().backward()
+            master.pull_grads()
+            opt.step()
+            master.push()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    dpo_rows = _sweep("datakit-dpo", dpo_step_factory, [1, 4], warmup, steps, tokens_per_row=2048)
+    for r in dpo_rows:
+        if not r.get("oom"):
+            r["pairs_per_s"] = round(r["micro_batch"] / r["step_s"], 2)
+    res["dpo_rows"] = dpo_rows
+    return res
+
+
+def child(args) -> None:
+    import torch
+
+    if args.child == "baseline":
+        res = run_baseline(args.model_dir, args.batches, args.warmup, args.steps)
+    else:
+        res = run_datakit(args.model_dir, args.batches, args.warmup, args.steps, args.no_ckpt_batches)
+    res["gpu"] = torch.cuda.get_device_name(0)
+    Path(args.result).write_text(json.dumps(res, indent=1))
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": sys.version.split()[0]}
+    for name in ("torch", "transformers", "peft", "bitsandbytes", "accelerate"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench/out")
+    ap.add_argument("--model-dir", default=None, help="[/tmp/qwen7b-shaped-<layers>L]")
+    ap.add_argument("--layers", type=int, default=28)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
+    ap.add_argument("--no-ckpt-batches", type=int, nargs="*", default=[1, 2, 4])
+    ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--child", choices=["baseline", "datakit"])
+    ap.add_argument("--result")
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    mdir = Path(args.model_dir or f"/tmp/qwen7b-shaped-{args.layers}L")
+    if (mdir / "config.json").exists():
+        have = json.loads((mdir / "config.json").read_text()).get("num_hidden_layers")
+        if have != args.layers:
+            raise SystemExit(f"{mdir} holds a {have}-layer model, not {args.layers}: use another --model-dir")
+    report: dict = {"date": time.strftime("%Y-%m-%d"), "versions": _versions(), "seq_len": SEQ,
+                    "shape": {**SHAPE, "num_hidden_layers": args.layers}}
+    if not (mdir / "config.json").exists():
+        print(f"building the random-weight model ({args.layers} layers) …", flush=True)
+        report["build"] = build(mdir, args.layers)
+        print("  ", report["build"], flush=True)
+    sides = ([] if args.skip_baseline else ["baseline"]) + ["datakit"]
+    for side in sides:
+        print(f"{side} …", flush=True)
+        res_file = out / f"{side}.json"
+        cmd = [sys.executable, __file__, "--child", side, "--model-dir", str(mdir), "--result", str(res_file),
+               "--steps", str(args.steps), "--warmup", str(args.warmup), "--batches", *map(str, args.batches),
+               "--no-ckpt-batches", *map(str, args.no_ckpt_batches)]
+        t = time.time()
+        rc = subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        report[side] = json.loads(res_file.read_text()) if res_file.exists() else {"failed": rc}
+        report[side]["wall_s"] = round(time.time() - t, 1)
+    (out / "train_gpu.json").write_text(json.dumps(report, indent=1))
+    print_table(report)
+
+
+def print_table(rep: dict) -> None:
+    base = [r for r in rep.get("baseline", {}).get("rows", []) if not r.get("oom")]
+    dk = [r for r in rep.get("datakit", {}).get("rows", []) if not r.get("oom")]
+    b1 = next((r for r in base if r["micro_batch"] == 1), None)
+    bbest = max(base, key=lambda r: r["tokens_per_s"], default=None)
+    print(f"\nQLoRA, {rep['shape']['num_hidden_layers']}-layer Qwen2.5-7B shape, seq {SEQ}, "
+          f"{rep.get('datakit', {}).get('gpu', '?')}, {rep['versions']}")
+    print(f"{'config':<18}{'mb':>4}{'tok/s':>10}{'alloc GiB':>11}{'resv GiB':>10}{'x speed':>9}{'mem ratio':>11}")
+    for r in base + dk:
+        sp = f"{r['tokens_per_s'] / b1['tokens_per_s']:.2f}" if b1 else "-"
+        mr = f"{r['peak_alloc_gib'] / b1['peak_alloc_gib']:.2f}" if b1 else "-"
+        print(f"{r['config']:<18}{r['micro_batch']:>4}{r['tokens_per_s']:>10.0f}{r['peak_alloc_gib']:>11.2f}"
+              f"{r['peak_reserved_gib']:>10.2f}{sp:>9}{mr:>11}")
+    for r in rep.get("datakit", {}).get("dpo_rows", []):
+        if not r.get("oom"):
+            print(f"{'dpo pairs 2x1024':<18}{r['micro_batch']:>4}{r['tokens_per_s']:>10.0f}{r['peak_alloc_gib']:>11.2f}"
+                  f"{r['peak_reserved_gib']:>10.2f}   {r['pairs_per_s']} pairs/s")
+    d1 = next((r for r in dk if r["micro_batch"] == 1 and r["config"] == "datakit"), None)
+    dbest = max(dk, key=lambda r: r["tokens_per_s"], default=None)
+    if b1 and d1:
+        print(f"\nsame micro-batch (1): {d1['tokens_per_s'] / b1['tokens_per_s']:.2f}x tokens/s (goal >= 1.8), "
+              f"memory {d1['peak_alloc_gib'] / b1['peak_alloc_gib']:.2f} of baseline (goal <= 0.33)")
+    if bbest and dbest:
+        print(f"best vs best: datakit {dbest['config']} mb={dbest['micro_batch']} vs baseline mb={bbest['micro_batch']}: "
+              f"{dbest['tokens_per_s'] / bbest['tokens_per_s']:.2f}x (goal >= 3)")
+    print("checks:", rep.get("datakit", {}).get("checks"))
+
+
+if __name__ == "__main__":
+    main()
