@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -41,7 +41,7 @@ def free_port() -> int:
 
 
 async def run_datakit(url: str, n: int, conc: int, workdir: Path) -> tuple[float, float]:
-    pool = TeacherPool([Teacher(TeacherConfig(name="bench", base_url=url, model="m", timeout=30))],
+    pool = TeacherPool([Teacher(TeacherConfig(name="bench", base_url=url, model="m", timeout=30), max_in_flight=conc)],
                        ResponseCache(workdir / "cache.sqlite"), conc)
     log = JsonlAppender(workdir / "records.jsonl")
     pending: list[dict] = []

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 
 from datakit.config import LocalTeacherConfig, TeacherConfig
 from datakit.errors import TeacherError, UserError

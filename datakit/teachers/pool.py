@@ -1,8 +1,8 @@
 """The teacher client: every request datakit makes to an LLM goes through :class:`TeacherPool`.
 
-One ``openai.AsyncOpenAI`` per endpoint, over an ``httpx.AsyncClient`` sized to the
-concurrency, with the SDK's own retries switched off so that datakit can count, pace and cache
-them itself:
+``openai.AsyncOpenAI`` clients per endpoint, over ``httpx2.AsyncClient`` connection pools
+(the httpx fork the openai SDK itself is built on) sized to the concurrency, with the SDK's own
+retries switched off so that datakit can count, pace and cache them itself:
 
 * bounded concurrency (global ``concurrency`` and optional per-teacher caps);
 * optional requests- and tokens-per-minute limits (:mod:`datakit.teachers.ratelimit`);
@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import json
 import os
 import random
 import time
@@ -32,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator
 
-import httpx
+import httpx2 as httpx
 import openai
 
 from datakit.config import DatakitConfig, TeacherConfig
@@ -41,6 +42,7 @@ from datakit.teachers.cache import ResponseCache, request_key
 from datakit.teachers.ratelimit import TokenBucket
 
 MAX_CONSECUTIVE_FAILURES = 10
+CONNECTIONS_PER_CLIENT = 8
 
 
 @dataclass
@@ -122,19 +124,25 @@ def backoff_delay(attempt: int, retry_after: float | None, base: float = 0.5, ca
 class Teacher:
     """One endpoint: its client, limits and statistics."""
 
-    def __init__(self, cfg: TeacherConfig, *, cache_identity: str | None = None):
+    def __init__(self, cfg: TeacherConfig, *, cache_identity: str | None = None, max_in_flight: int = 64):
         self.cfg = cfg
         self.name = cfg.name
         self.cache_identity = cache_identity or cfg.base_url.rstrip("/")
         key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
         if cfg.api_key_env and not key:
             raise TeacherError(f"teacher '{cfg.name}': environment variable {cfg.api_key_env} is not set")
-        limit = cfg.concurrency or 256
-        self._http = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
-            timeout=httpx.Timeout(cfg.timeout, connect=min(10.0, cfg.timeout)))
-        self.client = openai.AsyncOpenAI(base_url=cfg.base_url, api_key=key or "none",
-                                         http_client=self._http, max_retries=0, timeout=cfg.timeout)
+        limit = min(cfg.concurrency or max_in_flight, max_in_flight)
+        # The HTTP connection pool scans its connections on every request, a cost that grows
+        # with the pool: several small pools keep client CPU per request flat at high concurrency.
+        shards = max(1, -(-limit // CONNECTIONS_PER_CLIENT))
+        per = -(-limit // shards)
+        self._https = [httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=per, max_keepalive_connections=per),
+            timeout=httpx.Timeout(cfg.timeout, connect=min(10.0, cfg.timeout))) for _ in range(shards)]
+        self.clients = [openai.AsyncOpenAI(base_url=cfg.base_url, api_key=key or "none", http_client=h,
+                                           max_retries=0, timeout=cfg.timeout) for h in self._https]
+        self.client = self.clients[0]
+        self._shard_load = [0] * shards
         self.sem = asyncio.Semaphore(cfg.concurrency) if cfg.concurrency else None
         self.rpm = TokenBucket(cfg.rpm) if cfg.rpm else None
         self.tpm = TokenBucket(cfg.tpm) if cfg.tpm else None
@@ -198,13 +206,23 @@ class Teacher:
             if self._inflight == 0:
                 self.stats.seconds += time.perf_counter() - self._busy_since
 
+    async def _post(self, request: dict[str, Any]) -> bytes:
+        """POST the body as it is (no SDK-side transformation or response models: they cost
+        more CPU than the rest of the request path together) through the least busy client."""
+        i = min(range(len(self.clients)), key=self._shard_load.__getitem__)
+        self._shard_load[i] += 1
+        try:
+            return await self.clients[i].post("/chat/completions", body=request, cast_to=bytes)
+        finally:
+            self._shard_load[i] -= 1
+
     async def _send(self, request: dict[str, Any], est: float) -> dict[str, Any]:
         try:
             if self.sem:
                 async with self.sem:
-                    resp = await self.client.chat.completions.create(**request)
+                    raw = await self._post(request)
             else:
-                resp = await self.client.chat.completions.create(**request)
+                raw = await self._post(request)
         except openai.AuthenticationError as e:
             raise TeacherError(f"{self.where()} rejected the API key (HTTP {e.status_code})") from None
         except openai.PermissionDeniedError as e:
@@ -226,15 +244,16 @@ class Teacher:
         except (openai.APIResponseValidationError, ValueError, TypeError) as e:
             raise _Retryable("malformed", f"malformed answer: {_short(e)}") from None
         try:
-            choice = resp.choices[0]
-            text = choice.message.content
+            resp = json.loads(raw)
+            choice = resp["choices"][0]
+            text = choice["message"]["content"]
             if not isinstance(text, str):
                 raise TypeError("no message content")
-        except (AttributeError, IndexError, TypeError) as e:
-            raise _Retryable("malformed", f"malformed answer: {e}") from None
-        usage = getattr(resp, "usage", None)
-        pt = int(getattr(usage, "prompt_tokens", 0) or 0)
-        ct = int(getattr(usage, "completion_tokens", 0) or 0)
+            usage = resp.get("usage") or {}
+            pt = int(usage.get("prompt_tokens") or 0)
+            ct = int(usage.get("completion_tokens") or 0)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise _Retryable("malformed", f"malformed answer: {type(e).__name__}: {str(e)[:100]}") from None
         s = self.stats
         s.requests += 1
         s.prompt_tokens += pt
@@ -244,11 +263,13 @@ class Teacher:
             self.tpm.adjust(pt + ct - est)
         self.consecutive_failures = 0
         return {"text": text, "usage": {"prompt_tokens": pt, "completion_tokens": ct},
-                "finish_reason": getattr(choice, "finish_reason", None)}
+                "finish_reason": choice.get("finish_reason")}
 
     async def aclose(self) -> None:
-        await self.client.close()
-        await self._http.aclose()
+        for c in self.clients:
+            await c.close()
+        for h in self._https:
+            await h.aclose()
 
 
 class _Failed(Exception):
@@ -360,7 +381,7 @@ async def open_teachers(cfg: DatakitConfig, cache_path: str | Path, *, log_dir: 
     local = None
     try:
         if cfg.teachers:
-            teachers = [Teacher(tc) for tc in cfg.teachers]
+            teachers = [Teacher(tc, max_in_flight=cfg.concurrency) for tc in cfg.teachers]
         else:
             from datakit.teachers.local import LocalTeacher
 
