@@ -157,10 +157,10 @@ class Run:
 
     def __init__(self, cfg: TrainConfig, on_event: Event | None = None):
         self.cfg = cfg.check()
-        self.emit = on_event or _noop
         self.out = Path(cfg.out)
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        self.emit = (on_event or _noop) if self.rank == 0 else _noop
         self.notices: list[str] = []
 
     def notice(self, msg: str) -> None:
