@@ -261,11 +261,18 @@ def write_table(path: str | os.PathLike, rows: list[dict[str, Any]]) -> None:
 
 
 def read_records(path: str | os.PathLike) -> list[Record]:
-    """Read records from a JSONL/Parquet file or a run directory (its ``records.jsonl``)."""
+    """Read records from a JSONL/Parquet file or a run directory (the committed rows of its
+    ``records.jsonl``: a run interrupted mid-round and not resumed yet has rows past its last
+    commit, which a resume would redo)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "records.jsonl"
-    rows = read_table(path)
+        from datakit.runs import RunDir  # runs builds on this module
+
+        return RunDir(path).committed_records()
+    return _records_from_rows(read_table(path), path)
+
+
+def _records_from_rows(rows: list[dict[str, Any]], path: Path) -> list[Record]:
     out = []
     for i, row in enumerate(rows, 1):
         if not isinstance(row.get("instruction"), str):

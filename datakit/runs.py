@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from datakit.errors import UserError
-from datakit.records import atomic_write_json, truncate_jsonl
+from datakit.records import Record, _records_from_rows, atomic_write_json, read_jsonl, truncate_jsonl
 
 
 def default_run_path() -> Path:
@@ -61,3 +61,14 @@ class RunDir:
         """Drop log rows of steps after ``committed`` (work of an interrupted step)."""
         return sum(truncate_jsonl(p, lambda r: step_of(r) <= committed)
                    for p in (self.records_path, self.rejected_path))
+
+    def committed_records(self) -> list[Record]:
+        """Accepted records of committed rounds (all of them when there is no state file, e.g.
+        a folder made by hand)."""
+        if not self.records_path.exists():
+            raise UserError("not a run directory (no records.jsonl)", path=str(self.path))
+        rows = list(read_jsonl(self.records_path))
+        state = self.load_state()
+        if state is not None and "round" in state:
+            rows = [r for r in rows if (r.get("lineage") or {}).get("round", 0) <= state["round"]]
+        return _records_from_rows(rows, self.records_path)

@@ -63,3 +63,16 @@ def test_parquet_and_jsonl_tables(tmp_path):
     (tmp_path / "r.jsonl").write_text('{"id": "a", "instruction": 5}\n')
     with pytest.raises(UserError, match="r.jsonl:1: instruction:"):
         read_records(tmp_path / "r.jsonl")
+
+
+def test_a_run_directory_yields_only_committed_records(tmp_path):
+    from datakit.runs import RunDir
+
+    run = RunDir(tmp_path)
+    (tmp_path / "records.jsonl").write_text(
+        '{"id": "a", "instruction": "one", "lineage": {"round": 1}}\n'
+        '{"id": "b", "instruction": "two", "lineage": {"round": 2}}\n')
+    run.commit({"round": 1})
+    assert [r.id for r in read_records(tmp_path)] == ["a"]
+    run.commit({"round": 2})
+    assert [r.id for r in read_records(tmp_path)] == ["a", "b"]
