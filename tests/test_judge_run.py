@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import httpx
+import httpx2 as httpx
 import pytest
 
 from datakit.config import load_config
