@@ -61,6 +61,10 @@ class TeacherConfig:
     timeout: float = 120.0
     max_retries: int = 6
     json_mode: bool = True
+    # How to send a JSON schema where datakit has one (instances, judge answers): "off" (plain
+    # JSON mode), "json_schema" (OpenAI structured outputs), "llama_cpp" (json_object + schema,
+    # as llama.cpp's server takes it; the bundled teacher uses this).
+    schema_mode: str = "off"
 
 
 @dataclass
@@ -215,6 +219,8 @@ def validate(cfg: DatakitConfig) -> DatakitConfig:
                 raise bad(f"{w}.{k}", f"must be positive (got {v})")
         if t.concurrency is not None and t.concurrency < 1:
             raise bad(f"{w}.concurrency", f"must be at least 1 (got {t.concurrency})")
+        if t.schema_mode not in ("off", "json_schema", "llama_cpp"):
+            raise bad(f"{w}.schema_mode", f"must be 'off', 'json_schema' or 'llama_cpp' (got {t.schema_mode!r})")
         if t.max_retries < 0:
             raise bad(f"{w}.max_retries", f"must not be negative (got {t.max_retries})")
         if t.api_key_env is not None and not t.api_key_env.replace("_", "").isalnum():

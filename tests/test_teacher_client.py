@@ -138,3 +138,28 @@ def test_rpm_limit_paces_requests(tmp_path):
             return took
         took = asyncio.run(go())
     assert 2.5 < took < 6
+
+
+def test_schema_modes_shape_the_request(tmp_path):
+    schema = {"type": "object", "properties": {"output": {"type": "string"}}}
+    seen = []
+
+    def responder(body):
+        seen.append(body.get("response_format"))
+        return '{"output": "x"}'
+
+    with FakeOpenAIServer(responder=responder) as srv:
+        async def go():
+            pool = make_pool(tmp_path, cfg(srv.base_url, name="off"),
+                             cfg(srv.base_url, name="oa", schema_mode="json_schema"),
+                             cfg(srv.base_url, name="ll", schema_mode="llama_cpp"),
+                             cfg(srv.base_url, name="nojson", json_mode=False))
+            for name in ("off", "oa", "ll", "nojson"):
+                await pool.chat("respond", msgs(name), json_mode=True, schema=schema, teacher=name)
+            await pool.chat("respond", msgs("plain"), teacher="oa")
+            await pool.aclose()
+        asyncio.run(go())
+    assert seen == [{"type": "json_object"},
+                    {"type": "json_schema", "json_schema": {"name": "answer", "schema": schema, "strict": True}},
+                    {"type": "json_object", "schema": schema},
+                    None, None]

@@ -56,6 +56,14 @@ def looks_like_classification(instruction: str) -> bool:
     return bool(_CLASSIFY.search(instruction))
 
 
+def instance_schema(output_first: bool) -> dict[str, Any]:
+    """The JSON shape of an instance answer; property order is generation order for teachers
+    that constrain decoding with it (so a classification label comes before its input)."""
+    keys = ("output", "input") if output_first else ("input", "output")
+    return {"type": "object", "properties": {k: {"type": "string"} for k in keys},
+            "required": list(keys), "additionalProperties": False}
+
+
 def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().lower())
 
@@ -212,7 +220,7 @@ class SelfInstruct:
         is_cls = looks_like_classification(rec.instruction)
         msgs, prompt_name = self.instance_request(rec.instruction, is_cls)
         params = {"temperature": g.instance_temperature, "max_tokens": g.instance_max_tokens}
-        ans = await self.pool.chat("respond", msgs, params=params, json_mode=True)
+        ans = await self.pool.chat("respond", msgs, params=params, json_mode=True, schema=instance_schema(is_cls))
         rec.is_classification = is_cls
         prompt = self.p_out_first if is_cls else self.p_in_first
         rec.lineage["instance"] = {"teacher": ans.teacher, "model": ans.model, "prompt": prompt.lineage(),

@@ -87,7 +87,7 @@ class LocalTeacher:
 
     def teacher_config(self) -> TeacherConfig:
         return TeacherConfig(name="local", base_url=self.base_url, model=MODEL_ALIAS, concurrency=4,
-                             timeout=600.0, max_retries=3)
+                             timeout=600.0, max_retries=3, schema_mode="llama_cpp")
 
     def start(self) -> None:
         if importlib.util.find_spec("llama_cpp") is None:

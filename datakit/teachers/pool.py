@@ -329,14 +329,25 @@ class TeacherPool:
         return ts[-1]
 
     def build_request(self, teacher: Teacher, messages: list[dict[str, str]], params: dict[str, Any],
-                      json_mode: bool) -> dict[str, Any]:
+                      json_mode: bool, schema: dict[str, Any] | None = None) -> dict[str, Any]:
         req: dict[str, Any] = {"model": teacher.cfg.model, "messages": messages, **params}
         if json_mode and teacher.cfg.json_mode:
-            req["response_format"] = {"type": "json_object"}
+            mode = teacher.cfg.schema_mode
+            if schema is not None and mode == "json_schema":
+                req["response_format"] = {"type": "json_schema",
+                                          "json_schema": {"name": "answer", "schema": schema, "strict": True}}
+            elif schema is not None and mode == "llama_cpp":
+                req["response_format"] = {"type": "json_object", "schema": schema}
+            else:
+                req["response_format"] = {"type": "json_object"}
         return req
 
     async def chat(self, role: str, messages: list[dict[str, str]], *, params: dict[str, Any] | None = None,
-                   json_mode: bool = False, salt: str = "", teacher: str | None = None) -> ChatResult:
+                   json_mode: bool = False, schema: dict[str, Any] | None = None, salt: str = "",
+                   teacher: str | None = None) -> ChatResult:
+        """One chat request: from the cache when it has the answer, else sent (with retries).
+        ``json_mode`` asks for a JSON object; ``schema`` constrains it where the teacher's
+        ``schema_mode`` allows."""
         params = dict(params or {})
         route = request_key({"messages": messages, "params": params, "salt": salt, "role": role})
         if teacher is not None:
@@ -345,7 +356,7 @@ class TeacherPool:
             t = self.by_name[teacher]
         else:
             t = self.pick(role, route)
-        req = self.build_request(t, messages, params, json_mode)
+        req = self.build_request(t, messages, params, json_mode, schema)
         key = request_key({"endpoint": t.cache_identity, "request": req, "salt": salt})
         hit = self.cache.get(key)
         if hit is not None:
