@@ -24,7 +24,7 @@ import io
 import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -68,13 +68,16 @@ class Record:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        extra = d.pop("extra")
-        if not d["candidates"]:
-            d.pop("candidates")
-        if d["judge"] is None:
-            d.pop("judge")
-        d.update(extra)
+        """The record as one JSON object (a shallow view: nested values are shared, not copied,
+        since this is on the hot path of writing every record)."""
+        d = {"id": self.id, "instruction": self.instruction, "input": self.input, "output": self.output,
+             "is_classification": self.is_classification, "status": self.status, "reason": self.reason,
+             "lineage": self.lineage, "filters": self.filters}
+        if self.candidates:
+            d["candidates"] = self.candidates
+        if self.judge is not None:
+            d["judge"] = self.judge
+        d.update(self.extra)
         return d
 
     @classmethod
