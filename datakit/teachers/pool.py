@@ -136,8 +136,9 @@ class Teacher:
         # with the pool: several small pools keep client CPU per request flat at high concurrency.
         shards = max(1, -(-limit // CONNECTIONS_PER_CLIENT))
         per = -(-limit // shards)
+        ssl_context = httpx.create_ssl_context()  # building one costs ~60 ms: share it
         self._https = [httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=per, max_keepalive_connections=per),
+            verify=ssl_context, limits=httpx.Limits(max_connections=per, max_keepalive_connections=per),
             timeout=httpx.Timeout(cfg.timeout, connect=min(10.0, cfg.timeout))) for _ in range(shards)]
         self.clients = [openai.AsyncOpenAI(base_url=cfg.base_url, api_key=key or "none", http_client=h,
                                            max_retries=0, timeout=cfg.timeout) for h in self._https]
