@@ -92,7 +92,8 @@ class SelfInstruct:
         self.seen_exact: set[str] = set()
         self.machine: list[Record] = []
         self.task_requests = 0      # task-generation requests sent in committed rounds
-        self.accepted_so_far = 0
+        self.accepted_so_far = 0    # accepted records in committed rounds
+        self._in_round = 0          # accepted so far in the round in flight
         self.p_tasks = load_prompt("generate_tasks")
         self.p_in_first = load_prompt("instance_input_first")
         self.p_out_first = load_prompt("instance_output_first")
@@ -159,6 +160,7 @@ class SelfInstruct:
     async def run_round(self, round_no: int, needed: int) -> tuple[list[Record], list[Record]]:
         g = self.g
         task_params = {"temperature": g.task_temperature, "top_p": g.task_top_p, "max_tokens": g.task_max_tokens}
+        self._in_round = 0
         requests = [self.task_request(round_no, j) for j in range(self.requests_needed(needed))]
         answers = await asyncio.gather(*(self.pool.chat("generate", msgs, params=task_params)
                                          for msgs, _ in requests))
@@ -236,6 +238,8 @@ class SelfInstruct:
             rec.lineage["instance"]["raw"] = (ans.text or "")[:2000]
             return False
         rec.input, rec.output = parsed
+        self._in_round += 1  # progress only: the round commits (or is replayed) as a whole
+        self.on_progress(min(self.accepted_so_far + self._in_round, g.num), g.num)
         return True
 
     # --------------------------------------------------------------------- the loop
