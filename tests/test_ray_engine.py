@@ -5,6 +5,7 @@ import pytest
 
 from datakit.curate._synth import Synth
 from datakit.curate.dedup import dedup_rows
+from datakit.curate.minhash import MinHashConfig
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +24,10 @@ def test_ray_equals_local(ray_session):
     # a big bucket (> 64 identical texts) exercises the star edges too
     texts += ["Write a short poem about the sea."] * 70
     rows = [{"id": f"r{i}", "instruction": t} for i, t in enumerate(texts)]
-    local = dedup_rows(rows, engine="local")
-    ray_res = dedup_rows(rows, engine="ray")
     key = lambda res: [(r.index, r.reason, r.duplicate_of, r.score) for r in res.removed]
-    assert key(local) == key(ray_res) and local.removed
-    assert local.kept == ray_res.kept and local.clusters == ray_res.clusters
+    # default (exact Jaccard verification) and the signature estimate
+    for cfg in (MinHashConfig(), MinHashConfig(verify=False)):
+        local = dedup_rows(rows, cfg=cfg, engine="local")
+        ray_res = dedup_rows(rows, cfg=cfg, engine="ray")
+        assert key(local) == key(ray_res) and local.removed
+        assert local.kept == ray_res.kept and local.clusters == ray_res.clusters

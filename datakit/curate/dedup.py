@@ -188,26 +188,46 @@ def signatures_local(texts: Sequence[str], cfg: mh.MinHashConfig, batch: int = 5
     return out
 
 
-def clusters_from_keys(keys: np.ndarray, sig: np.ndarray, threshold: float
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Candidate pairs from band keys, kept when estimated Jaccard >= threshold, then
-    components. Returns (labels, u, v, jaccard) for the kept edges."""
-    u, v = mh.bucket_pairs(keys)
-    j = mh.estimated_jaccard(sig, u, v)
-    ok = j >= threshold
+def pair_similarity(texts: Sequence[str], sig: np.ndarray, u: np.ndarray, v: np.ndarray,
+                    cfg: mh.MinHashConfig, other_texts: Sequence[str] | None = None,
+                    other_sig: np.ndarray | None = None) -> np.ndarray:
+    """Similarity of the pairs ``(texts[u], other[v])``: the exact Jaccard of their shingle
+    sets when ``cfg.verify`` (the default), else the signature estimate."""
+    if cfg.verify:
+        return mh.exact_jaccard(texts, u, v, cfg, other=other_texts)
+    return mh.estimated_jaccard(sig, u, v, other_sig)
+
+
+def verify_edges(texts: Sequence[str], sig: np.ndarray, u: np.ndarray, v: np.ndarray,
+                 cfg: mh.MinHashConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs kept when their similarity reaches the threshold, then components.
+    Returns (labels, u, v, similarity) for the kept edges. Both engines call this."""
+    j = pair_similarity(texts, sig, u, v, cfg)
+    ok = j >= cfg.threshold
     u, v, j = u[ok], v[ok], j[ok]
     return mh.components(sig.shape[0], u, v), u, v, j
 
 
+def clusters_from_keys(keys: np.ndarray, sig: np.ndarray, cfg: mh.MinHashConfig,
+                       texts: Sequence[str]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Candidate pairs from band keys, verified (:func:`verify_edges`), then components."""
+    u, v = mh.bucket_pairs(keys)
+    return verify_edges(texts, sig, u, v, cfg)
+
+
 def resolve_clusters(rows: list[dict[str, Any]], labels: np.ndarray, sig: np.ndarray,
-                     skip: set[int]) -> tuple[list[Removal], int]:
+                     skip: set[int], texts: Sequence[str] | None = None,
+                     cfg: mh.MinHashConfig | None = None) -> tuple[list[Removal], int]:
     """One representative per cluster: the highest judge score when the cluster has scores,
-    else (and on ties) the earliest record. The others are removed as near duplicates."""
+    else (and on ties) the earliest record. The others are removed as near duplicates, with
+    their similarity to the representative (exact Jaccard when ``cfg.verify``; it can be below
+    the threshold for a member linked to the representative through others)."""
     n = len(labels)
     members: dict[int, list[int]] = {}
     for i in np.flatnonzero(labels != np.arange(n)).tolist():
         members.setdefault(int(labels[i]), []).append(i)
-    removed: list[Removal] = []
+    pending: list[tuple[int, int]] = []
     for root, rest in members.items():
         group = [root] + rest
         scores = [_judge_score(rows[i]) for i in group]
@@ -215,21 +235,27 @@ def resolve_clusters(rows: list[dict[str, Any]], labels: np.ndarray, sig: np.nda
         if any(s is not None for s in scores):
             rep = max(group, key=lambda i: (_judge_score(rows[i]) if _judge_score(rows[i]) is not None
                                             else float("-inf"), -i))
-        others = [i for i in group if i != rep and i not in skip]
-        if not others:
-            continue
-        js = mh.estimated_jaccard(sig, np.array(others), np.full(len(others), rep))
-        for i, jv in zip(others, js.tolist()):
+        pending.extend((i, rep) for i in group if i != rep and i not in skip)
+    removed: list[Removal] = []
+    if pending:
+        a = np.array([p[0] for p in pending], dtype=np.int64)
+        b = np.array([p[1] for p in pending], dtype=np.int64)
+        if cfg is not None and texts is not None:
+            js = pair_similarity(texts, sig, a, b, cfg)
+        else:
+            js = mh.estimated_jaccard(sig, a, b)
+        for (i, rep), jv in zip(pending, js.tolist()):
             removed.append(Removal(i, "near_duplicate", str(rows[rep]["id"]), round(jv, 4)))
     return removed, len(members)
 
 
 def decontaminate(sig: np.ndarray, keys: np.ndarray, against: Inputs, cfg: mh.MinHashConfig,
-                  ) -> list[Removal]:
-    """Records whose estimated Jaccard with any item of ``against`` reaches the threshold;
-    each is matched to its most similar item (earliest on ties)."""
-    texts = [row_text(r, r["_text_fields"]) for r in against.rows]
-    esig = mh.signatures(texts, cfg)
+                  texts: Sequence[str] | None = None) -> list[Removal]:
+    """Records whose similarity (exact Jaccard when ``cfg.verify``, else estimated) with any
+    item of ``against`` reaches the threshold; each is matched to its most similar item
+    (earliest on ties)."""
+    etexts = [row_text(r, r["_text_fields"]) for r in against.rows]
+    esig = mh.signatures(etexts, cfg)
     b, r = cfg.band_rows()
     ekeys = mh.band_keys(esig, b, r)
     us, vs = [], []
@@ -241,9 +267,12 @@ def decontaminate(sig: np.ndarray, keys: np.ndarray, against: Inputs, cfg: mh.Mi
     v = np.concatenate(vs)
     if len(u) == 0:
         return []
-    pair = np.unique(u * len(texts) + v)
-    u, v = pair // len(texts), pair % len(texts)
-    jac = mh.estimated_jaccard(sig, u, v, esig)
+    pair = mh.unique_sorted(u * len(etexts) + v)
+    u, v = pair // len(etexts), pair % len(etexts)
+    if texts is not None:
+        jac = pair_similarity(texts, sig, u, v, cfg, etexts, esig)
+    else:
+        jac = mh.estimated_jaccard(sig, u, v, esig)
     ok = jac >= cfg.threshold
     u, v, jac = u[ok], v[ok], jac[ok]
     best: dict[int, tuple[float, int]] = {}
@@ -272,24 +301,22 @@ def dedup_rows(rows: list[dict[str, Any]], *, cfg: mh.MinHashConfig | None = Non
         from datakit.curate.ray_engine import ray_signatures_and_edges
 
         sig, keys, u, v = ray_signatures_and_edges(texts, cfg)
-        jac = mh.estimated_jaccard(sig, u, v)
-        ok = jac >= cfg.threshold
-        labels = mh.components(len(rows), u[ok], v[ok])
+        labels, *_ = verify_edges(texts, sig, u, v, cfg)
     elif engine == "local":
         sig = signatures_local(texts, cfg, progress=step)
         keys = mh.band_keys(sig, b, r)
-        labels, *_ = clusters_from_keys(keys, sig, cfg.threshold)
+        labels, *_ = clusters_from_keys(keys, sig, cfg, texts)
     else:
         raise UserError(f"unknown engine {engine!r} (use 'local' or 'ray')")
     removed: list[Removal] = []
     against_counts: dict[str, int] = {}
     if against is not None:
-        removed = decontaminate(sig, keys, against, cfg)
+        removed = decontaminate(sig, keys, against, cfg, texts)
         for rem in removed:
             against_counts[rem.against] = against_counts.get(rem.against, 0) + 1
         for f in against.files:
             against_counts.setdefault(str(f), 0)
-    dup, n_clusters = resolve_clusters(rows, labels, sig, {x.index for x in removed})
+    dup, n_clusters = resolve_clusters(rows, labels, sig, {x.index for x in removed}, texts, cfg)
     if progress:
         progress("clusters", len(rows))
     return _finish(len(rows), removed + dup, clusters=n_clusters, against_counts=against_counts,

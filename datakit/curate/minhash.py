@@ -1,24 +1,31 @@
-"""MinHash signatures and LSH banding, vectorised in numpy.
+"""MinHash signatures, LSH banding and exact Jaccard verification, vectorised in numpy.
 
 Pipeline: normalise (NFKC, casefold, whitespace) -> shingles (word or character n-grams) ->
 64-bit shingle hashes -> ``num_perm`` min-wise hashes per document -> ``bands`` band keys ->
-documents sharing a band key are candidates -> candidates whose estimated Jaccard (share of
-equal signature values) reaches the threshold are linked -> clusters are the connected
-components (union-find by min-label propagation), represented by their earliest member.
+documents sharing a band key are candidates -> candidates whose exact Jaccard (of the shingle
+sets; or, with ``verify=False``, the share of equal signature values) reaches the threshold
+are linked -> clusters are the connected components (union-find by min-label propagation),
+represented by their earliest member.
 
 Every step is a numpy operation over a batch of documents; there is no Python loop per
-shingle or per permutation. Word hashes come from BLAKE2b (cached per process), so signatures
-are the same in every process and on every machine (the Ray engine relies on this).
+document, token, shingle or permutation. A batch is normalised and tokenised in one pass
+(pure ASCII batches in numpy, others with one NFKC + casefold + regex pass over the joined
+text); words, characters and pre-made shingle strings get a polynomial hash of their code
+points through the splitmix64 finaliser, computed for the whole batch from prefix sums; n-gram
+hashes mix the unit hashes with fixed odd multipliers. Nothing depends on Python's ``hash()``,
+on a cache or on how documents are batched, so signatures are the same in every process and on
+every machine (the Ray engine relies on this).
 
 Permutations are the multiply-add-shift family ``h_i(x) = (a_i * x + b_i mod 2^64) >> 32``
 with odd 64-bit ``a_i`` (Dietzfelbinger's universal hashing), cheaper than datasketch's
 ``(a x + b) mod (2^61 - 1)`` and with the same collision behaviour for MinHash purposes; the
-estimated Jaccard therefore agrees with datasketch statistically, not bit for bit.
+estimated Jaccard therefore agrees with datasketch statistically, not bit for bit (tested).
 """
 
 from __future__ import annotations
 
-import hashlib
+import functools
+import itertools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -36,6 +43,7 @@ _NGRAM_MULS = np.array([0x9E3779B97F4A7C15, 0xC2B2AE3D27D4EB4F, 0x165667B19E3779
                         0xD6E8FEB86659FD93, 0xFF51AFD7ED558CCD, 0xC4CEB9FE1A85EC53,
                         0x87C37B91114253D5, 0x4CF5AD432745937F], dtype=np.uint64)
 _EMPTY_HASH = _U64(0x5BD1E9955BD1E995)
+VERIFY_FP_WEIGHT = 0.1
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,9 @@ class MinHashConfig:
     seed: int = 1
     bands: int | None = None  # default: chosen from the threshold (see optimal_bands)
     rows: int | None = None
+    # verify LSH candidates with the exact Jaccard of their shingle sets (else with the
+    # signature estimate); with verification the bands favour recall (see band_rows)
+    verify: bool = True
 
     @property
     def n(self) -> int:
@@ -72,6 +83,11 @@ class MinHashConfig:
     def band_rows(self) -> tuple[int, int]:
         if self.bands and self.rows:
             return self.bands, self.rows
+        if self.verify:
+            # a false positive only costs one exact check, a false negative is a missed
+            # duplicate: weight them 1:9 (20 x 6 at 0.7/128 instead of 14 x 9)
+            return optimal_bands(self.threshold, self.num_perm, VERIFY_FP_WEIGHT,
+                                 1 - VERIFY_FP_WEIGHT)
         return optimal_bands(self.threshold, self.num_perm)
 
 
@@ -86,6 +102,7 @@ def _integral(f, lo: float, hi: float, steps: int = 2000) -> float:
     return float(h / 3 * (y[0] + y[-1] + 4 * y[1:-1:2].sum() + 2 * y[2:-1:2].sum()))
 
 
+@functools.lru_cache(maxsize=64)
 def optimal_bands(threshold: float, num_perm: int, fp_weight: float = 0.5,
                   fn_weight: float = 0.5) -> tuple[int, int]:
     """Bands ``b`` and rows ``r`` (``b*r <= num_perm``) minimising the weighted probability of
@@ -109,69 +126,192 @@ def normalize(text: str) -> str:
     return _WS.sub(" ", unicodedata.normalize("NFKC", text).casefold()).strip()
 
 
-_word_cache: dict[str, int] = {}
-
-
-def _word_hash(w: str) -> int:
-    h = _word_cache.get(w)
-    if h is None:
-        h = int.from_bytes(hashlib.blake2b(w.encode("utf-8"), digest_size=8).digest(), "little")
-        if len(_word_cache) < 2_000_000:
-            _word_cache[w] = h
-    return h
-
-
 def _mix(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser, in place on a uint64 array."""
-    x ^= x >> _U64(30)
-    x *= _MIX1
-    x ^= x >> _U64(27)
-    x *= _MIX2
-    x ^= x >> _U64(31)
+    with np.errstate(over="ignore"):
+        x ^= x >> _U64(30)
+        x *= _MIX1
+        x ^= x >> _U64(27)
+        x *= _MIX2
+        x ^= x >> _U64(31)
     return x
 
 
+# Unit hashes (words, characters, pre-made shingle strings) are a polynomial hash of the code
+# points, sum((c_i + 1) * P^i) mod 2^64, plus the length, through the splitmix64 finaliser. It is
+# computed for all units of a batch at once from prefix sums (no Python code per unit), and it
+# depends on the unit alone, so signatures do not depend on how documents are batched.
+_P = 0x100000001B3 * 0x9E3779B97F4A7C15 % 2**64 | 1
+_PINV = pow(_P, -1, 2**64)
+_LEN_MUL = _U64(0xD6E8FEB86659FD93)
+
+
+_POW_CACHE: dict[int, np.ndarray] = {}
+
+
+def _powers(base: int, n: int) -> np.ndarray:
+    """``base**k mod 2^64`` for ``k < n`` (a cached, growing table; read-only view)."""
+    table = _POW_CACHE.get(base)
+    if table is None or len(table) < n:
+        size = max(n, 1 << 16, 2 * len(table) if table is not None else 0)
+        table = np.full(size, base, dtype=np.uint64)
+        table[0] = 1
+        with np.errstate(over="ignore"):
+            table = np.cumprod(table, dtype=np.uint64)
+        table.flags.writeable = False
+        if size <= 1 << 26:
+            _POW_CACHE[base] = table
+    return table[:n]
+
+
+def _unit_hashes(cps: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Hashes of the units ``cps[starts[k]:ends[k]]`` (code points, any unsigned dtype)."""
+    n = len(cps)
+    with np.errstate(over="ignore"):
+        pre = np.zeros(n + 1, dtype=np.uint64)
+        np.cumsum((cps.astype(np.uint64) + _U64(1)) * _powers(_P, n), out=pre[1:])
+        h = (pre[ends] - pre[starts]) * _powers(_PINV, n + 1)[starts]
+        h += (ends - starts).astype(np.uint64) * _LEN_MUL
+    return _mix(h)
+
+
+def _ascii_class_tables() -> tuple[np.ndarray, np.ndarray]:
+    """For each byte < 128: 1 = word character, 2 = a one-character token, 0 = separator,
+    exactly as :data:`_WORDS` decides; and the lower-case byte."""
+    cls = np.zeros(256, dtype=np.uint8)
+    for c in range(128):
+        ch = chr(c)
+        if re.fullmatch(f"[^\\W_{_CJK_RANGES}]", ch):
+            cls[c] = 1
+        elif re.fullmatch(f"[{_CJK_RANGES}]|[^\\w\\s]", ch):
+            cls[c] = 2
+    low = np.arange(256, dtype=np.uint8)
+    low[ord("A"):ord("Z") + 1] += 32
+    return cls, low
+
+
+_ASCII_CLASS, _ASCII_LOWER = _ascii_class_tables()
+
+
+def _pick_separator(joined: str) -> str:
+    for sep in ("\x00", "\x01", "\x02", "\x03", "\ufdd0", "\ufdd1"):
+        if sep not in joined:
+            return sep
+    raise ValueError("cannot find a separator character absent from the batch")
+
+
+def _word_tokens(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of the word tokens (:data:`_WORDS` over the normalised text) of every document,
+    laid end to end, and the number of tokens per document. One pass over the whole batch:
+    pure ASCII batches are tokenised in numpy; others with one NFKC, casefold and regex pass
+    over the joined text."""
+    n = len(texts)
+    joined = " ".join(texts)
+    if not joined.strip():
+        return np.zeros(0, dtype=np.uint64), np.zeros(n, dtype=np.int64)
+    if joined.isascii():
+        b = np.frombuffer(joined.encode("ascii"), dtype=np.uint8)
+        cls = _ASCII_CLASS[b]
+        word = cls == 1
+        one = cls == 2
+        prev = np.empty_like(word)
+        prev[0] = False
+        prev[1:] = word[:-1]
+        nxt = np.empty_like(word)
+        nxt[-1:] = False
+        nxt[:-1] = word[1:]
+        starts = np.flatnonzero(one | (word & ~prev))
+        ends = np.flatnonzero(one | (word & ~nxt)) + 1
+        h = _unit_hashes(_ASCII_LOWER[b], starts, ends)
+        lens = np.fromiter(map(len, texts), dtype=np.int64, count=n)
+        doc_start = np.cumsum(lens + 1) - (lens + 1)
+        doc = np.searchsorted(doc_start, starts, side="right") - 1
+        return h, np.bincount(doc, minlength=n).astype(np.int64)
+    sep = _pick_separator(joined)
+    norm = unicodedata.normalize("NFKC", sep.join(texts)).casefold()
+    tokens = _WORDS.findall(norm)
+    tlen = np.fromiter(map(len, tokens), dtype=np.int64, count=len(tokens))
+    cps = np.frombuffer("".join(tokens).encode("utf-32-le"), dtype=np.uint32)
+    ends = np.cumsum(tlen)
+    starts = ends - tlen
+    if not len(tokens):
+        return np.zeros(0, dtype=np.uint64), np.zeros(n, dtype=np.int64)
+    is_sep = (tlen == 1) & (cps[starts] == ord(sep))
+    doc = np.cumsum(is_sep)
+    keep = ~is_sep
+    h = _unit_hashes(cps, starts[keep], ends[keep])
+    return h, np.bincount(doc[keep], minlength=n).astype(np.int64)
+
+
+def _char_units(texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Code points of every normalised document, laid end to end, and the length of each."""
+    sep = _pick_separator(" ".join(texts))
+    norm = _WS.sub(" ", unicodedata.normalize("NFKC", sep.join(texts)).casefold())
+    parts = [t.strip() for t in norm.split(sep)]
+    units = np.frombuffer("".join(parts).encode("utf-32-le"), dtype=np.uint32)
+    lengths = np.fromiter(map(len, parts), dtype=np.int64, count=len(parts))
+    return _unit_hashes(units, np.arange(len(units)), np.arange(1, len(units) + 1)), lengths
+
+
 def _ngrams(units: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Hashes of all n-grams of the unit sequences laid end to end in ``units`` (lengths
+    """Hashes of all n-grams of the unit-hash sequences laid end to end in ``units`` (lengths
     ``lengths``); a sequence shorter than ``n`` gives one shingle of all its units and an empty
     one a fixed hash. Returns (hashes, shingles per document)."""
     lengths = lengths.astype(np.int64)
+    total_units = len(units)
     starts = np.cumsum(lengths) - lengths
     counts = np.where(lengths >= n, lengths - n + 1, 1)
-    total = int(counts.sum())
-    doc = np.repeat(np.arange(len(lengths)), counts)
-    first = np.repeat(starts, counts) + (np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts))
-    width = np.minimum(lengths, n)[doc]
-    h = np.zeros(total, dtype=np.uint64)
-    padded = np.concatenate([units.astype(np.uint64), np.zeros(n, dtype=np.uint64)])
+    csum = np.cumsum(counts)
+    total = int(csum[-1]) if len(csum) else 0
+    padded = np.zeros(total_units + n, dtype=np.uint64)
+    padded[:total_units] = units
     with np.errstate(over="ignore"):
-        for k in range(n):
-            part = padded[first + k] * _NGRAM_MULS[k]
-            h += np.where(width > k, part, _U64(0))
-        h += width.astype(np.uint64)
+        # g[i] = sum_k units[i + k] * M_k for every start position (crossing documents too;
+        # only positions inside a document are used)
+        g = padded[:total_units + 1] * _NGRAM_MULS[0]
+        for k in range(1, n):
+            g += padded[k:total_units + 1 + k] * _NGRAM_MULS[k]
+        first = np.arange(total, dtype=np.int64) + np.repeat(starts - (csum - counts), counts)
+        h = g[first]
+        h += _U64(n)
+        short = np.flatnonzero(lengths < n)
+        if len(short):
+            pos = csum[short] - 1  # the one shingle of each short document
+            hs = np.zeros(len(short), dtype=np.uint64)
+            for k in range(n - 1):
+                ok = lengths[short] > k
+                hs[ok] += padded[starts[short][ok] + k] * _NGRAM_MULS[k]
+            h[pos] = hs + lengths[short].astype(np.uint64)
         h = _mix(h)
-        h[np.repeat(lengths == 0, counts)] = _EMPTY_HASH
+        if len(short):
+            empty = short[lengths[short] == 0]
+            h[csum[empty] - 1] = _EMPTY_HASH
     return h, counts
 
 
 def shingle_hashes(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
     """64-bit hashes of every document's shingles, laid end to end, and the count per document."""
-    norm = [normalize(t) for t in texts]
-    if config.shingle == "char":
-        joined = "".join(norm)
-        units = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-        lengths = np.fromiter((len(t) for t in norm), dtype=np.int64, count=len(norm))
-    else:
-        cache_get = _word_cache.get
-        ids: list[int] = []
-        lens: list[int] = []
-        for t in norm:
-            words = _WORDS.findall(t)
-            lens.append(len(words))
-            ids.extend([cache_get(w) or _word_hash(w) for w in words])
-        units = np.array(ids, dtype=np.uint64)
-        lengths = np.array(lens, dtype=np.int64)
+    if not len(texts):
+        return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    units, lengths = _char_units(texts) if config.shingle == "char" else _word_tokens(texts)
     return _ngrams(units, lengths, config.n)
+
+
+def hash_shingles(docs: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """64-bit hashes of pre-made shingles (strings, taken as they are), laid end to end, and the
+    count per document. (A hash of a shingle string, not of its words: these signatures are
+    comparable with each other, not with those of :func:`signatures`.)"""
+    counts = np.fromiter(map(len, docs), dtype=np.int64, count=len(docs))
+    flat = list(itertools.chain.from_iterable(docs))
+    slen = np.fromiter(map(len, flat), dtype=np.int64, count=len(flat))
+    cps = np.frombuffer("".join(flat).encode("utf-32-le"), dtype=np.uint32)
+    ends = np.cumsum(slen)
+    h = _unit_hashes(cps, ends - slen, ends)
+    empty = np.flatnonzero(counts == 0)
+    if len(empty):  # an empty document has one fixed shingle, as in shingle_hashes
+        h = np.insert(h, (np.cumsum(counts) - counts)[empty], _EMPTY_HASH)
+        counts = np.maximum(counts, 1)
+    return h, counts
 
 
 def permutations(config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -181,31 +321,134 @@ def permutations(config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def signatures(texts: Sequence[str], config: MinHashConfig, chunk_cells: int = 1 << 22
-               ) -> np.ndarray:
-    """MinHash signatures, shape ``(len(texts), num_perm)``, dtype uint32."""
+def signatures_from_hashes(h: np.ndarray, counts: np.ndarray, config: MinHashConfig,
+                           chunk_cells: int = 1 << 17) -> np.ndarray:
+    """MinHash signatures of documents given as shingle hashes laid end to end (``counts`` per
+    document, each >= 1): ``min_x ((a_i x + b_i) mod 2^64) >> 32``.
+
+    Documents are grouped by shingle count ``k``; a block of ``g`` documents of one group is
+    gathered, the ``g*k`` by ``num_perm`` products are made into one reused cache-sized buffer
+    and reduced as a ``(g, k, num_perm)`` array (a strided minimum, much cheaper than
+    ``minimum.reduceat`` over ragged rows). The minimum is taken on the 64-bit values (the
+    shift is monotone) and only the per-document minima are shifted."""
     a, b = permutations(config)
-    out = np.empty((len(texts), config.num_perm), dtype=np.uint32)
+    n_docs, p = len(counts), config.num_perm
+    if not n_docs:
+        return np.empty((0, p), dtype=np.uint32)
+    counts = np.asarray(counts, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    order = np.argsort(counts, kind="stable")
+    sorted_counts = counts[order]
+    bounds = np.flatnonzero(np.diff(sorted_counts)) + 1
+    buf = np.empty(max(chunk_cells, int(sorted_counts[-1]) * p), dtype=np.uint64)
+    mins = np.empty((n_docs, p), dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for g0, g1 in zip(np.r_[0, bounds].tolist(), np.r_[bounds, n_docs].tolist()):
+            k = int(sorted_counts[g0])
+            per = max(1, chunk_cells // (k * p))  # documents per block
+            steps = np.arange(k)
+            for s in range(g0, g1, per):
+                docs = order[s:min(s + per, g1)]
+                x = h[(starts[docs][:, None] + steps).reshape(-1)]
+                v = buf[: len(x) * p].reshape(len(x), p)
+                np.multiply(x[:, None], a[None, :], out=v)
+                v += b
+                mins[docs] = v.reshape(len(docs), k, p).min(axis=1) if k > 1 else v
+    mins >>= _U64(32)
+    return mins.astype(np.uint32)
+
+
+def signatures(texts: Sequence[str], config: MinHashConfig) -> np.ndarray:
+    """MinHash signatures, shape ``(len(texts), num_perm)``, dtype uint32."""
     if not len(texts):
-        return out
+        return np.empty((0, config.num_perm), dtype=np.uint32)
+    return signatures_from_hashes(*shingle_hashes(texts, config), config)
+
+
+def signatures_from_shingles(docs: Sequence[Sequence[str]], config: MinHashConfig) -> np.ndarray:
+    """MinHash signatures of pre-shingled documents (each a sequence of shingle strings)."""
+    if not len(docs):
+        return np.empty((0, config.num_perm), dtype=np.uint32)
+    return signatures_from_hashes(*hash_shingles(docs), config)
+
+
+# --------------------------------------------------------------------------- exact Jaccard
+
+def unique_sorted(x: np.ndarray) -> np.ndarray:
+    """Sorted unique values of a 1-D array (sort + neighbour test; numpy 2's hash-based
+    ``np.unique`` is several times slower on millions of integers)."""
+    x = np.sort(x)
+    if len(x) > 1:
+        x = x[np.concatenate(([True], x[1:] != x[:-1]))]
+    return x
+
+
+def _dense_ids(x: np.ndarray) -> np.ndarray:
+    """Rank of each value among the distinct values of ``x`` (``int64``)."""
+    order = np.argsort(x)
+    xs = x[order]
+    new = np.ones(len(x), dtype=np.int64)
+    if len(x) > 1:
+        new[1:] = xs[1:] != xs[:-1]
+    ids = np.empty(len(x), dtype=np.int64)
+    ids[order] = np.cumsum(new) - 1
+    return ids
+
+def shingle_sets(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Each document's set of shingle hashes as dense ids (``uint64``, sorted and unique per
+    document), laid end to end, and the offsets (``len(texts) + 1``)."""
     h, counts = shingle_hashes(texts, config)
-    ends = np.cumsum(counts)
-    starts = ends - counts
-    per = max(1, chunk_cells // config.num_perm)  # shingles per chunk
-    d0 = 0
-    n_docs = len(texts)
-    while d0 < n_docs:
-        # as many documents as fit in the chunk (at least one)
-        d1 = int(np.searchsorted(ends, starts[d0] + per, side="right"))
-        d1 = max(d1, d0 + 1)
-        s0, s1 = int(starts[d0]), int(ends[d1 - 1])
-        x = h[s0:s1]
-        with np.errstate(over="ignore"):
-            v = np.multiply.outer(x, a)
-            v += b
-        v >>= _U64(32)
-        out[d0:d1] = np.minimum.reduceat(v, (starts[d0:d1] - s0), axis=0)
-        d0 = d1
+    doc = np.repeat(np.arange(len(counts), dtype=np.uint64), counts)
+    ids = _dense_ids(h)
+    keys = unique_sorted((doc << _U64(32)) | ids.astype(np.uint64))
+    d = (keys >> _U64(32)).astype(np.int64)
+    offsets = np.searchsorted(d, np.arange(len(counts) + 1))
+    return keys & _U64(0xFFFFFFFF), offsets
+
+
+def _gather(vals: np.ndarray, offsets: np.ndarray, docs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    cnt = offsets[docs + 1] - offsets[docs]
+    tot = int(cnt.sum())
+    first = np.repeat(offsets[docs] - (np.cumsum(cnt) - cnt), cnt) + np.arange(tot)
+    return vals[first], cnt
+
+
+def exact_jaccard(texts: Sequence[str], u: np.ndarray, v: np.ndarray, config: MinHashConfig,
+                  other: Sequence[str] | None = None, chunk: int = 1 << 17) -> np.ndarray:
+    """Exact Jaccard of the shingle sets of ``texts[u]`` and ``other[v]`` (default ``texts``),
+    pair by pair. Only the documents named in the pairs are shingled again. Vectorised: each
+    set is a sorted run of dense shingle ids; tagged with the pair number, the runs of all
+    left sets form one sorted array and those of the right sets another, and one
+    ``searchsorted`` of the left into the right finds the intersections."""
+    u = np.asarray(u, dtype=np.int64)
+    v = np.asarray(v, dtype=np.int64)
+    if not len(u):
+        return np.zeros(0, dtype=np.float64)
+    if other is None:
+        ua = unique_sorted(np.concatenate([u, v]))
+        sub = [texts[i] for i in ua.tolist()]
+        lut = np.empty(len(texts), dtype=np.int64)
+        lut[ua] = np.arange(len(ua))
+        iu, iv = lut[u], lut[v]
+    else:
+        ua, ub = unique_sorted(u), unique_sorted(v)
+        sub = [texts[i] for i in ua.tolist()] + [other[j] for j in ub.tolist()]
+        iu, iv = np.searchsorted(ua, u), len(ua) + np.searchsorted(ub, v)
+    vals, offsets = shingle_sets(sub, config)
+    out = np.empty(len(u), dtype=np.float64)
+    for c0 in range(0, len(u), chunk):
+        a_docs, b_docs = iu[c0:c0 + chunk], iv[c0:c0 + chunk]
+        m = len(a_docs)
+        va, ca = _gather(vals, offsets, a_docs)
+        vb, cb = _gather(vals, offsets, b_docs)
+        pid = np.arange(m, dtype=np.uint64) << _U64(32)
+        ka = np.repeat(pid, ca) | va
+        kb = np.repeat(pid, cb) | vb
+        pos = np.searchsorted(kb, ka)
+        np.minimum(pos, len(kb) - 1, out=pos)
+        hit = kb[pos] == ka
+        inter = np.bincount((ka[hit] >> _U64(32)).astype(np.int64), minlength=m)
+        out[c0:c0 + m] = inter / (ca + cb - inter)
     return out
 
 
@@ -222,13 +465,14 @@ def band_keys(sig: np.ndarray, bands: int, rows: int) -> np.ndarray:
 
 
 def estimated_jaccard(sig: np.ndarray, u: np.ndarray, v: np.ndarray, other: np.ndarray | None = None,
-                      chunk: int = 200_000) -> np.ndarray:
+                      chunk: int = 8192) -> np.ndarray:
     """Share of equal signature values between rows ``u`` of ``sig`` and rows ``v`` of
     ``other`` (default ``sig``)."""
     other = sig if other is None else other
     out = np.empty(len(u), dtype=np.float64)
     for i in range(0, len(u), chunk):
-        out[i:i + chunk] = (sig[u[i:i + chunk]] == other[v[i:i + chunk]]).mean(axis=1)
+        eq = sig[u[i:i + chunk]] == other[v[i:i + chunk]]
+        out[i:i + chunk] = np.count_nonzero(eq, axis=1) / sig.shape[1]
     return out
 
 
@@ -269,7 +513,7 @@ def bucket_pairs(keys: np.ndarray, max_bucket: int = 64) -> tuple[np.ndarray, np
     u = np.concatenate(us).astype(np.int64)
     v = np.concatenate(vs).astype(np.int64)
     lo, hi = np.minimum(u, v), np.maximum(u, v)
-    pair = np.unique(lo * n + hi)
+    pair = unique_sorted(lo * n + hi)
     return pair // n, pair % n
 
 

@@ -6,8 +6,9 @@
   bucket emits its candidate pairs (all pairs for buckets up to 64 members, a star to the
   earliest member above that: exactly :func:`datakit.curate.minhash.bucket_pairs`);
 * the candidate pairs (proportional to the duplicates, not to the corpus) come back to the
-  driver, which verifies them by estimated Jaccard and resolves clusters with the same
-  vectorised union-find as the local engine.
+  driver, which verifies them (exact Jaccard of the shingle sets by default, shingling again
+  only the documents named in pairs; else the signature estimate) and resolves clusters with
+  the same code as the local engine (:func:`datakit.curate.dedup.verify_edges`).
 
 Ray is reached at ``RAY_ADDRESS`` when set, else a local Ray with 2 CPUs is started.
 """
@@ -106,6 +107,6 @@ def ray_signatures_and_edges(texts: Sequence[str], cfg: mh.MinHashConfig, block:
     u = np.concatenate(us) if us else np.zeros(0, np.int64)
     v = np.concatenate(vs) if vs else np.zeros(0, np.int64)
     if len(u):
-        pair = np.unique(u * n + v)
+        pair = mh.unique_sorted(u * n + v)
         u, v = pair // n, pair % n
     return sig, keys, u, v
