@@ -186,5 +186,36 @@ def test_generate_on_the_bundled_local_teacher(tmp_path):
     assert state["teachers"]["local"]["requests"] >= 1 and state["teachers"]["local"]["completion_tokens"] > 0
     assert "local" in proc.stderr
     # the server is gone: nothing listens on the port it used any more
+    import re
     log = (tmp_path / "run" / "local-teacher.log").read_text(errors="replace")
-    assert "Uvicorn running on http://127.0.0.1:" in log or "127.0.0.1" in log
+    port = int(re.search(r"running on http://127\.0\.0\.1:(\d+)", log).group(1))
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))
+
+
+@pytest.mark.slow
+def test_teacher_serve_answers_on_the_given_port():
+    import httpx2
+
+    from datakit.teachers.local import free_port
+
+    port = free_port()
+    p = subprocess.Popen([sys.executable, "-m", "datakit", "teacher", "serve", "--port", str(port)], cwd=REPO,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        models = None
+        while time.monotonic() < deadline and p.poll() is None:
+            try:
+                models = httpx2.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).json()
+                break
+            except httpx2.HTTPError:
+                time.sleep(0.5)
+        assert models and models["data"][0]["id"] == "smollm2-135m-instruct"
+        r = httpx2.post(f"http://127.0.0.1:{port}/v1/chat/completions", timeout=120, json={
+            "model": "smollm2-135m-instruct", "max_tokens": 8,
+            "messages": [{"role": "user", "content": "Say hello."}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(30)
