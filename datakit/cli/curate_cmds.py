@@ -110,14 +110,16 @@ def filter_cmd(inputs, out, rouge_l, tokenizer, fields, rules, min_words, max_wo
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="'ray' connects to RAY_ADDRESS, else starts a local Ray.")
 @click.option("--seed", type=int, default=1, show_default=True)
-def dedup_cmd(inputs, out, against, threshold, num_perm, shingle, ngram, fields, engine, seed):
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Confirm each LSH candidate pair with the exact Jaccard of its shingle sets.")
+def dedup_cmd(inputs, out, against, threshold, num_perm, shingle, ngram, fields, engine, seed, verify):
     """Near-duplicate removal with MinHash/LSH, and decontamination with --against."""
     from datakit.curate.dedup import AGAINST_FALLBACK, dedup_rows, load_inputs, write_outputs
     from datakit.curate.minhash import MinHashConfig
 
     flds = _fields(fields)
     cfg = MinHashConfig(num_perm=num_perm, threshold=threshold, shingle=shingle, ngram=ngram,
-                        seed=seed)
+                        seed=seed, verify=verify)
     cfg.validate()
     data = load_inputs(inputs, flds)
     ag = None
