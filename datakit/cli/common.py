@@ -47,14 +47,22 @@ def config_from_options(config_path: str | None, base_url: str | None, model: st
 
 
 def table(title: str, rows: list[dict[str, Any]]) -> Table:
+    """Rows (dicts with the same keys) as a table with one column per row and one line per key:
+    a few teachers with many counters stay readable in an 80-column terminal."""
     t = Table(title=title, title_justify="left")
     if not rows:
         return t
-    for col in rows[0]:
-        t.add_column(str(col), justify="right" if isinstance(rows[0][col], (int, float)) else "left")
+    keys = list(rows[0])
+    t.add_column(str(keys[0]))
     for r in rows:
-        t.add_row(*[f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in r.values()])
+        t.add_column(str(r[keys[0]]), justify="right")
+    for k in keys[1:]:
+        t.add_row(k, *[_fmt(r.get(k)) for r in rows])
     return t
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v)
 
 
 def pairs_table(title: str, pairs: list[tuple[str, Any]]) -> Table:
@@ -62,5 +70,5 @@ def pairs_table(title: str, pairs: list[tuple[str, Any]]) -> Table:
     t.add_column("what")
     t.add_column("value", justify="right")
     for k, v in pairs:
-        t.add_row(k, f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v))
+        t.add_row(k, _fmt(v))
     return t

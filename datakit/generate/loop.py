@@ -302,6 +302,13 @@ async def generate(cfg: DatakitConfig, run: RunDir, *, command: str = "datakit g
     from datakit.teachers.pool import open_teachers
 
     load_seeds(cfg.generate.seeds)  # bad seeds fail before any server starts
+    state = run.load_state()
+    if state and state["accepted"] >= cfg.generate.num:  # nothing to do: start no teacher
+        if on_progress:
+            on_progress(cfg.generate.num, cfg.generate.num)
+        return GenerateSummary(run_dir=str(run.path), accepted=state["accepted"], rounds=state["round"],
+                               rejected=Counter(state["rejected"]), totals=state.get("teachers", {}),
+                               resumed_from_round=state["round"])
     run.prepare(cfg.snapshot(), command)
     async with open_teachers(cfg, run.cache_path, log_dir=run.path, on_status=on_status) as pool:
         loop = SelfInstruct(cfg, run, pool, on_progress)
