@@ -328,10 +328,15 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
         async with _open_pool(cfg, run_dir, on_status) as pool:
             async def ask(prompt: str, schema: dict[str, Any]) -> Any:
                 # --json-schema: the structured-output schema goes in the request (servers that
-                # lack it answer 400); otherwise plain JSON mode where the teacher allows it.
-                p = dict(params, response_format=schema) if opts.json_schema else params
-                return await pool.chat("judge", [{"role": "user", "content": prompt}], params=p,
-                                       json_mode=not opts.json_schema, salt="judge", teacher=judge_name)
+                # lack it answer 400); otherwise JSON mode, with the schema for teachers whose
+                # schema_mode takes one (the bundled llama.cpp teacher does).
+                if opts.json_schema:
+                    return await pool.chat("judge", [{"role": "user", "content": prompt}],
+                                           params=dict(params, response_format=schema), salt="judge",
+                                           teacher=judge_name)
+                return await pool.chat("judge", [{"role": "user", "content": prompt}], params=params,
+                                       json_mode=True, schema=schema["json_schema"]["schema"], salt="judge",
+                                       teacher=judge_name)
 
             def base(r: Any, tag: str, sha: str) -> dict[str, Any]:
                 return {"tag": tag, "prompt_sha": sha, "teacher": r.teacher, "model": r.model,
