@@ -44,8 +44,25 @@ def train_cmd(config_file, **opts):
     from datakit.train.config import make_config
 
     cfg = make_config(config_file, **opts)
+    _quiet_libraries()
     summary = _run_with_progress(cfg)
     _print_summary(summary)
+
+
+def _quiet_libraries() -> None:
+    """datakit shows its own progress and notices: keep the libraries' deprecation warnings and
+    loading bars (GGUF de-quantisation, weight loading) out of the terminal."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader uses a bare tqdm
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*Could not find a config file.*")
+    warnings.filterwarnings("ignore", message=".*None of the inputs have requires_grad.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 def _run_with_progress(cfg):
