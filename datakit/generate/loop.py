@@ -99,6 +99,12 @@ class SelfInstruct:
         self.p_out_first = load_prompt("instance_output_first")
         for s in self.seeds:
             self._remember(s.instruction, s.id)
+        # the example shown in instance prompts: the first seed of each kind (one with an input
+        # when there is one, so the format shows a non-empty input)
+        self._example = {}
+        for kind in (False, True):
+            same = [s for s in self.seeds if s.is_classification == kind] or self.seeds
+            self._example[kind] = next((s for s in same if s.instances[0][0].strip()), same[0])
 
     # --------------------------------------------------------------------- state
     def _remember(self, instruction: str, rid: str) -> None:
@@ -147,9 +153,12 @@ class SelfInstruct:
         return [{"role": "user", "content": body}], [d for d, _ in demos]
 
     def instance_request(self, instruction: str, is_cls: bool) -> tuple[list[dict[str, str]], str]:
+        """The prompt for a task's input and output. Everything but the task itself is the same
+        for every request of a kind (the instructions, then one fixed seed as the example), so
+        the long shared prefix is served from the teacher's prompt cache: llama.cpp reuses its
+        KV cache, and APIs such as DeepSeek's bill cached prefix tokens at a fraction."""
         prompt = self.p_out_first if is_cls else self.p_in_first
-        pool = [s for s in self.seeds if s.is_classification == is_cls] or self.seeds
-        ex = pool[int.from_bytes(instruction.encode()[:8].ljust(8, b"\0"), "big") % len(pool)]
+        ex = self._example[is_cls]
         ex_in, ex_out = ex.instances[0]
         ex_obj = {"output": ex_out, "input": ex_in} if is_cls else {"input": ex_in, "output": ex_out}
         body = prompt.render(instruction=instruction, example_instruction=ex.instruction,
