@@ -82,7 +82,7 @@ def test_kill_9_then_resume_loses_nothing_duplicates_nothing_pays_nothing_twice(
     assert len(reference) == num
 
     run = tmp_path / "run"
-    with FakeOpenAIServer(latency=0.05) as srv:
+    with FakeOpenAIServer(latency=0.1) as srv:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         p = subprocess.Popen([sys.executable, "-m", "datakit", *generate_args(srv, run, num, *args)],
                              cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
