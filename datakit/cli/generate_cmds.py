@@ -57,7 +57,8 @@ def generate(num, out, seeds, rng_seed, requests_per_round, config_path, base_ur
              ("cost (USD)", f"{tot['cost']:.4f}"), ("wall time (this session)", f"{summary.seconds:.1f} s")]
     rows += [(f"rejected: {reason}", n) for reason, n in summary.rejected.most_common()]
     console.print(pairs_table("generate: summary (whole run)", rows))
-    console.print(table("teachers (this session)", summary.teachers))
+    if summary.teachers:
+        console.print(table("teachers (this session)", summary.teachers))
     if summary.stopped_reason != "done":
         console.print(f"[yellow]stopped early: {summary.stopped_reason}[/yellow]")
         sys.exit(1)
