@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import httpx2 as httpx
 
 from datakit.config import LocalTeacherConfig, TeacherConfig
 from datakit.errors import TeacherError, UserError
@@ -100,6 +99,8 @@ class LocalTeacher:
         finally:
             if log is not subprocess.DEVNULL:
                 log.close()
+        import httpx2 as httpx
+
         deadline = time.monotonic() + self.cfg.startup_timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

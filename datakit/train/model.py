@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from datakit.errors import UserError
-from datakit.teachers.local import find_bundled_gguf  # noqa: F401  (re-exported for train users)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,8 @@ class ModelSpec:
 
 def resolve_model(model: str) -> ModelSpec:
     if model in ("bundled", "smollm2", "smollm2-135m-instruct"):
+        from datakit.teachers.local import find_bundled_gguf
+
         p = find_bundled_gguf()
         return ModelSpec(str(p.parent), p.name)
     p = Path(model).expanduser()
