@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 SEQ = 2048
-REENTRANT = os.environ.get("DK_REENTRANT", "0") == "1"
+REENTRANT = os.environ.get("DK_REENTRANT", "1") == "1"  # the trainer's default; DK_REENTRANT=0 for non-reentrant
 SHAPE = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
              num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768, rope_theta=1e6,
              rms_norm_eps=1e-6, tie_word_embeddings=False)
