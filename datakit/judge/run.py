@@ -338,6 +338,15 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
                                        json_mode=True, schema=schema["json_schema"]["schema"], salt="judge",
                                        teacher=judge_name)
 
+            async def run_phase(jobs: list, planned: int, skipped: int, what: str) -> None:
+                res.planned += planned
+                res.skipped += skipped
+                if on_progress:
+                    on_progress(skipped, planned, what)
+                d, _, f = await _drain(jobs, log, on_progress, what, planned, skipped)
+                res.done += d
+                res.failed += f
+
             def base(r: Any, tag: str, sha: str) -> dict[str, Any]:
                 return {"tag": tag, "prompt_sha": sha, "teacher": r.teacher, "model": r.model,
                         "cached": r.cached, "raw": (r.text or "")[:RAW_KEEP]}
@@ -367,13 +376,7 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
                                         "verdict": parse_pointwise(r.text).to_dict(), **base(r, point_tag, point_sha)}
                             return run
                         jobs.append(job())
-                res.planned += planned
-                res.skipped += skipped
-                if on_progress:
-                    on_progress(skipped, planned, "judge: pointwise")
-                d, _, f = await _drain(jobs, log, on_progress, "judge: pointwise", planned, skipped)
-                res.done += d
-                res.failed += f
+                await run_phase(jobs, planned, skipped, "judge: pointwise")
 
             # ---- phase 2: pairwise, both orders
             if opts.mode in ("pairwise", "both"):
@@ -410,13 +413,7 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
                                             **base(r, pair_tag, pair_sha)}
                                 return run
                             jobs.append(job())
-                res.planned += planned
-                res.skipped += skipped
-                if on_progress:
-                    on_progress(skipped, planned, "judge: pairwise")
-                d, _, f = await _drain(jobs, log, on_progress, "judge: pairwise", planned, skipped)
-                res.done += d
-                res.failed += f
+                await run_phase(jobs, planned, skipped, "judge: pairwise")
             res.teacher_rows = pool.summary_rows()
 
     asyncio.run(main())

@@ -47,10 +47,6 @@ class ResponseCache:
                 (key, json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False),
                  time.time()))
 
-    def keys(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT key FROM responses")}
-
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]

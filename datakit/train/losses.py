@@ -23,6 +23,14 @@ def _rows_per_chunk(vocab: int) -> int:
     return max(16, CHUNK_ELEMENTS // max(1, vocab))
 
 
+def _chunk_logits(h: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """float32 logits of one chunk of hidden states (the only place a chunk's logits exist)."""
+    logits = h @ w.t()
+    if bias is not None:
+        logits = logits + bias.to(logits.dtype)
+    return logits.float()
+
+
 class _ChunkedNLL(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, chunk):
@@ -34,10 +42,7 @@ class _ChunkedNLL(torch.autograd.Function):
         w = weight if weight.dtype == hidden.dtype else weight.to(hidden.dtype)
         for s in range(0, n, chunk):
             h = hidden[s: s + chunk]
-            logits = h @ w.t()
-            if bias is not None:
-                logits = logits + bias.to(logits.dtype)
-            logits = logits.float()
+            logits = _chunk_logits(h, w, bias)
             lse = torch.logsumexp(logits, dim=-1)
             tgt = targets[s: s + chunk]
             out[s: s + chunk] = lse - logits.gather(1, tgt[:, None]).squeeze(1)
@@ -70,11 +75,7 @@ class _ChunkedNLL(torch.autograd.Function):
         gb = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if bias is not None else None
         for s in range(0, hidden.shape[0], chunk):
             h = hidden[s: s + chunk]
-            logits = h @ w.t()
-            if bias is not None:
-                logits = logits + bias.to(logits.dtype)
-            logits = logits.float()
-            p = torch.softmax(logits, dim=-1)
+            p = torch.softmax(_chunk_logits(h, w, bias), dim=-1)
             p.scatter_add_(1, targets[s: s + chunk, None], torch.full_like(p[:, :1], -1.0))
             p.mul_(grad_out[s: s + chunk, None])
             if gh is not None:
