@@ -9,7 +9,11 @@ answer), after an optional fixed latency, and can inject at configurable rates:
 * ``500``,
 * ``hang`` (never answers; the client's timeout must fire),
 * ``drop`` (closes the connection without an answer),
-* ``garbage`` (a 200 whose body is not JSON).
+* ``garbage`` (a 200 whose body is not JSON),
+* ``400`` (a permanent refusal: ``rate_400=1.0`` makes a teacher that refuses everything).
+
+``script`` fixes the outcome of the first chat requests in order (a list of fault names, None
+for a normal answer), before the random faults take over: for tests that need an exact sequence.
 
 ``GET /_stats`` returns counters: requests, answers by status, and for each distinct request
 body (sha256) how many times it was received and answered with a 200 — what the resume tests
@@ -92,11 +96,13 @@ class Faults:
     rate_garbage: float = 0.0
     retry_after: float = 0.05
     hang_seconds: float = 3600.0
+    rate_400: float = 0.0
 
     def pick(self, rng: random.Random) -> str | None:
         x = rng.random()
         for name, rate in (("429", self.rate_429), ("500", self.rate_500), ("hang", self.rate_hang),
-                           ("drop", self.rate_drop), ("garbage", self.rate_garbage)):
+                           ("drop", self.rate_drop), ("garbage", self.rate_garbage),
+                           ("400", self.rate_400)):
             if x < rate:
                 return name
             x -= rate
@@ -126,13 +132,15 @@ def body_key(raw: bytes) -> str:
 class FakeOpenAIServer:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0,
                  faults: Faults | None = None, responder: Responder | None = None,
-                 api_key: str | None = None, seed: int = 0, model: str = "fake-model"):
+                 api_key: str | None = None, seed: int = 0, model: str = "fake-model",
+                 script: list[str | None] | None = None):
         self.host, self.port, self.latency = host, port, latency
         self.faults = faults or Faults()
         self.responder = responder or default_responder
         self.api_key = api_key
         self.model = model
         self.rng = random.Random(seed)
+        self.script = list(script or [])
         self.stats = Stats()
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -170,7 +178,8 @@ class FakeOpenAIServer:
     @staticmethod
     def _write(writer: asyncio.StreamWriter, status: int, payload: bytes, *, ctype: str = "application/json",
                extra: dict[str, str] | None = None) -> None:
-        reason = {200: "OK", 401: "Unauthorized", 404: "Not Found", 429: "Too Many Requests",
+        reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+                  429: "Too Many Requests",
                   500: "Internal Server Error"}.get(status, "Status")
         hdr = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {ctype}", f"Content-Length: {len(payload)}",
                "Connection: keep-alive"]
@@ -205,7 +214,7 @@ class FakeOpenAIServer:
         st.requests += 1
         key = body_key(raw)
         st.received[key] += 1
-        fault = self.faults.pick(self.rng)
+        fault = self.script.pop(0) if self.script else self.faults.pick(self.rng)
         if self.latency:
             await asyncio.sleep(self.latency)
         if fault == "hang":
@@ -225,6 +234,12 @@ class FakeOpenAIServer:
         if fault == "500":
             st.statuses["500"] += 1
             self._write(writer, 500, b'{"error": {"message": "internal error"}}')
+            await writer.drain()
+            return True
+        if fault == "400":
+            st.statuses["400"] += 1
+            self._write(writer, 400, b'{"error": {"message": "this request is refused", '
+                                     b'"type": "invalid_request_error"}}')
             await writer.drain()
             return True
         if fault == "garbage":
@@ -296,12 +311,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8099)
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--api-key")
-    for name in ("429", "500", "hang", "drop", "garbage"):
+    for name in ("429", "500", "hang", "drop", "garbage", "400"):
         p.add_argument(f"--rate-{name}", type=float, default=0.0)
     p.add_argument("--retry-after", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
-    faults = Faults(a.rate_429, a.rate_500, a.rate_hang, a.rate_drop, a.rate_garbage, a.retry_after)
+    faults = Faults(a.rate_429, a.rate_500, a.rate_hang, a.rate_drop, a.rate_garbage, a.retry_after,
+                    rate_400=a.rate_400)
     srv = FakeOpenAIServer(port=a.port, latency=a.latency, faults=faults, api_key=a.api_key, seed=a.seed)
 
     async def run() -> None:
