@@ -159,12 +159,46 @@ def dumps_line(row: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- JSONL logs
 
+def cut_torn_tail(path: str | os.PathLike) -> int:
+    """Cut a last line that has no newline (a write that kill -9 cut off) from a log datakit
+    appends to. Returns the number of bytes cut. Every append-only log is opened through this
+    (:class:`JsonlAppender`), so the next row never lands glued to a torn one."""
+    path = Path(path)
+    try:
+        f = open(path, "r+b")
+    except FileNotFoundError:
+        return 0
+    with f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return 0
+        keep, block = 0, 1 << 16
+        pos = size
+        while pos > 0:  # find the last newline, reading backwards a block at a time
+            start = max(0, pos - block)
+            f.seek(start)
+            nl = f.read(pos - start).rfind(b"\n")
+            if nl >= 0:
+                keep = start + nl + 1
+                break
+            pos = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return size - keep
+
+
 class JsonlAppender:
-    """An append-only JSONL log; :meth:`write_batch` fsyncs once per batch."""
+    """An append-only JSONL log; :meth:`write_batch` fsyncs once per batch. Opening it first cuts
+    a torn last line left by a killed writer (:func:`cut_torn_tail`)."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        cut_torn_tail(self.path)
         self._f = open(self.path, "ab")
 
     def write_batch(self, rows: Iterable[dict[str, Any]]) -> int:
@@ -274,10 +308,29 @@ def read_records(path: str | os.PathLike) -> list[Record]:
     commit, which a resume would redo)."""
     path = Path(path)
     if path.is_dir():
-        from datakit.runs import RunDir  # runs builds on this module
-
-        return RunDir(path).committed_records()
+        return committed_run_records(path)
     return _records_from_rows(read_table(path), path)
+
+
+def committed_run_records(run_dir: str | os.PathLike) -> list[Record]:
+    """Accepted records of a run directory's committed rounds (all of them when there is no
+    state file, e.g. a folder made by hand). Rows past the last commit belong to a round that
+    kill -9 interrupted; a resume redoes it."""
+    run_dir = Path(run_dir)
+    records_path = run_dir / "records.jsonl"
+    if not records_path.exists():
+        raise UserError("not a run directory (no records.jsonl)", path=str(run_dir))
+    rows = list(read_jsonl(records_path))
+    state_path = run_dir / "state.json"
+    if state_path.exists():
+        try:
+            state = json.loads(state_path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise UserError("run state is not valid JSON; it was not written by datakit",
+                            path=str(state_path)) from None
+        if isinstance(state, dict) and "round" in state:
+            rows = [r for r in rows if (r.get("lineage") or {}).get("round", 0) <= state["round"]]
+    return _records_from_rows(rows, records_path)
 
 
 def _records_from_rows(rows: list[dict[str, Any]], path: Path) -> list[Record]:

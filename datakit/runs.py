@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from datakit.errors import UserError
-from datakit.records import Record, _records_from_rows, atomic_write_json, read_jsonl, truncate_jsonl
+from datakit.records import Record, atomic_write_json, committed_run_records, truncate_jsonl
 
 
 def default_run_path() -> Path:
@@ -65,10 +65,4 @@ class RunDir:
     def committed_records(self) -> list[Record]:
         """Accepted records of committed rounds (all of them when there is no state file, e.g.
         a folder made by hand)."""
-        if not self.records_path.exists():
-            raise UserError("not a run directory (no records.jsonl)", path=str(self.path))
-        rows = list(read_jsonl(self.records_path))
-        state = self.load_state()
-        if state is not None and "round" in state:
-            rows = [r for r in rows if (r.get("lineage") or {}).get("round", 0) <= state["round"]]
-        return _records_from_rows(rows, self.records_path)
+        return committed_run_records(self.path)

@@ -97,3 +97,60 @@ def test_missing_file_and_folder_output(corpus, capsys):
     assert "nope.jsonl: file not found" in capsys.readouterr().err
     assert run("dedup", d / "in.jsonl", "--out", str(d / "outdir") + "/") == 0
     assert (d / "outdir" / "in.jsonl").exists() and (d / "outdir" / "removed.jsonl").exists()
+
+
+def test_dedup_names_a_denied_permission_not_mixed_schemas(corpus, capsys):
+    """An output folder that cannot be written is reported as such (old main: 'mixed schemas')."""
+    import os
+
+    d, rows, src = corpus
+    locked = d / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        if os.access(locked, os.W_OK):
+            pytest.skip("running as a user that ignores folder permissions (root without CAP_DAC_OVERRIDE off)")
+        code = run("dedup", d / "in.jsonl", "--out", locked / "out.jsonl")
+    finally:
+        locked.chmod(0o700)
+    err = capsys.readouterr().err
+    assert code == 2 and "Permission denied" in err and "mixed" not in err
+
+
+def test_dedup_full_disk_is_reported_as_such(corpus, capsys, monkeypatch):
+    """A full disk (ENOSPC) names itself. The disk cannot be filled here safely, so the write
+    call raises the OSError a full disk gives (mocked: the only stand-in in this file)."""
+    import errno
+
+    import datakit.curate.dedup as dedup_mod
+
+    def full(path, rows):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    d, rows, src = corpus
+    monkeypatch.setattr(dedup_mod, "write_table", full)
+    code = run("dedup", d / "in.jsonl", "--out", d / "out.jsonl")
+    err = capsys.readouterr().err
+    assert code == 2 and "No space left on device" in err and "mixed" not in err
+
+
+def test_greedy_option_relies_on_clicks_private_parser_api(tmp_path):
+    """`--against a b c` (a shell glob) needs click's private OptionParser._long_opt: pinned,
+    and this test fails loudly if a click upgrade moves it."""
+    import click
+    from click.parser import _OptionParser
+
+    from datakit.cli.curate_cmds import _Greedy
+
+    assert isinstance(getattr(_OptionParser(), "_long_opt", None), dict), click.__version__
+
+    @click.command()
+    @click.option("--against", cls=_Greedy, multiple=True)
+    @click.option("--out")
+    def cmd(against, out):
+        click.echo(f"{','.join(against)}|{out}")
+
+    from click.testing import CliRunner
+
+    res = CliRunner().invoke(cmd, ["--against", "a", "b", "c", "--out", "o"])
+    assert res.output.strip() == "a,b,c|o", res.output

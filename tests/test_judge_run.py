@@ -146,6 +146,26 @@ def test_other_judge_rejudges_and_its_lines_win(tmp_path, server):
     assert {c["judge"]["teacher"] for c in rec["candidates"]} == {"b"}
 
 
+def test_judge_tag_is_what_decides_a_verdict_not_the_name(tmp_path, server):
+    """The same judge under two names is not re-judged; another model under the same name is
+    (on old main the tag hashed the raw --judge string: both the other way round)."""
+    run = make_run(tmp_path / "run", ["Explain tides."])
+
+    def cfg(**models):
+        return load_config(None, {"teachers": [{"name": n, "base_url": server.base_url, "model": m, "timeout": 5.0}
+                                               for n, m in models.items()]})
+
+    respond(run, cfg(a="m1"), RespondOptions(teachers=["a"], n=2))
+    assert judge(run, cfg(a="m1", b="m1"), JudgeOptions(teacher="a", mode="pointwise")).done == 2
+    again = judge(run, cfg(a="m1", b="m1"), JudgeOptions(teacher="b", mode="pointwise"))
+    assert again.done == 0 and again.skipped == 2
+    assert judge(run, cfg(a="m1"), JudgeOptions(teacher="m1", mode="pointwise")).done == 0  # named by model
+    changed = judge(run, cfg(a="m2"), JudgeOptions(teacher="a", mode="pointwise"))
+    assert changed.done == 2 and changed.skipped == 0
+    longer = judge(run, cfg(a="m2"), JudgeOptions(teacher="a", mode="pointwise", max_tokens=300))
+    assert longer.done == 2
+
+
 def test_judge_without_respond_judges_the_records_own_output(tmp_path, server):
     run = make_run(tmp_path / "run", ["Explain tides.", "Explain wind."])
     j = judge(run, cfg_for((server, "s")), JudgeOptions())
@@ -275,3 +295,24 @@ def test_json_schema_mode_sends_structured_output_schemas(tmp_path):
     assert set(point["required"]) == set(ASPECTS) and point["additionalProperties"] is False
     assert all(f["type"] == "json_schema" for f in formats)
     assert j.status_counts == {"ok": 2} and j.pairs_kept == 1
+
+
+def test_respond_and_judge_resume_over_a_torn_log_line(tmp_path, server):
+    """What kill -9 leaves mid-write (a last line without its newline) in candidates.jsonl and
+    judgements.jsonl: the rerun must cut it, append cleanly and leave every log readable."""
+    run = make_run(tmp_path / "run", ["Explain tides.", "Name three rivers."])
+    cfg = cfg_for((server, "s"))
+    respond(run, cfg, RespondOptions(n=2))
+    cands = run / "candidates.jsonl"
+    full = cands.read_bytes()
+    cands.write_bytes(full[: full.rstrip(b"\n").rfind(b"\n") + 1] + full.rstrip(b"\n").rsplit(b"\n", 1)[1][:25])
+    res = respond(run, cfg, RespondOptions(n=2))
+    assert res.done == 1 and res.skipped == 3
+    assert len(list(read_jsonl(cands, tolerate_torn_tail=False))) == 4
+
+    judge(run, cfg, JudgeOptions(mode="pointwise"))
+    jl = run / "judgements.jsonl"
+    jl.write_bytes(jl.read_bytes() + b'{"kind": "pointwise", "record_id": "r0')
+    res = judge(run, cfg, JudgeOptions(mode="both"))
+    rows = list(read_jsonl(jl, tolerate_torn_tail=False))
+    assert sum(r["kind"] == "pointwise" for r in rows) == 4 and res.failed == 0

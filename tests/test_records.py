@@ -76,3 +76,18 @@ def test_a_run_directory_yields_only_committed_records(tmp_path):
     assert [r.id for r in read_records(tmp_path)] == ["a"]
     run.commit({"round": 2})
     assert [r.id for r in read_records(tmp_path)] == ["a", "b"]
+
+
+def test_appender_cuts_a_torn_tail_before_writing(tmp_path):
+    """kill -9 mid-write leaves a last line without its newline; the next writer must not glue
+    its rows to it (on old main every later read failed with 'not valid JSON' at that line)."""
+    from datakit.records import JsonlAppender, cut_torn_tail
+
+    p = tmp_path / "log.jsonl"
+    p.write_bytes(b'{"id": 1}\n{"id": 2}\n{"id": 3, "instr')
+    with JsonlAppender(p) as app:
+        app.write_batch([{"id": 4}, {"id": 5}])
+    assert [r["id"] for r in read_jsonl(p, tolerate_torn_tail=False)] == [1, 2, 4, 5]
+    assert cut_torn_tail(p) == 0  # a clean file is left alone
+    p.write_bytes(b'{"id": ' + b"x" * 200_000)  # a torn first line longer than one read block
+    assert cut_torn_tail(p) == 200_007 and p.read_bytes() == b""

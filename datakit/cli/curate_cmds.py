@@ -22,9 +22,14 @@ class _Greedy(click.Option):
     def add_to_parser(self, parser, ctx):
         super().add_to_parser(parser, ctx)
         for name in self.opts:
+            # click's parser keeps its options in private dicts (pinned click version): fail
+            # loudly if that moves, rather than silently taking one file of a glob.
+            if not hasattr(parser, "_long_opt") or not hasattr(parser, "_short_opt"):
+                raise RuntimeError("click's OptionParser no longer has _long_opt/_short_opt: "
+                                   "update _Greedy for this click version")
             opt = parser._long_opt.get(name) or parser._short_opt.get(name)
             if opt is None:
-                continue
+                raise RuntimeError(f"click did not register {name} where _Greedy expects it")
             orig = opt.process
 
             def process(value, state, orig=orig):

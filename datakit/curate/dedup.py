@@ -383,11 +383,10 @@ def write_outputs(inputs: Inputs, result: Result, out: str | os.PathLike, stage:
             written.append(path)
     except UserError:
         raise
-    except (TypeError, ValueError, OSError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"cannot write output: mixed schemas across records? ({msg})",
-                        path=str(out)) from None
-    except Exception as e:  # pyarrow's errors for mixed column types
+    except OSError as e:  # a full disk, a denied permission, a missing folder: say which
+        what = e.strerror or str(e) or type(e).__name__
+        raise UserError(f"cannot write output ({what})", path=str(getattr(e, "filename", None) or out)) from None
+    except Exception as e:  # pyarrow's errors for mixed column types (ArrowInvalid, TypeError, …)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"cannot write output: mixed schemas across records ({msg})",
                         path=str(out)) from None

@@ -4,7 +4,8 @@ Pipeline: normalise (NFKC, casefold, whitespace) -> shingles (word or character 
 64-bit shingle hashes -> ``num_perm`` min-wise hashes per document -> ``bands`` band keys ->
 documents sharing a band key are candidates -> candidates whose exact Jaccard (of the shingle
 sets; or, with ``verify=False``, the share of equal signature values) reaches the threshold
-are linked -> clusters are the connected components (union-find by min-label propagation),
+are linked -> clusters are the connected components (min-label propagation with pointer
+jumping, not union-find),
 represented by their earliest member.
 
 Every step is a numpy operation over a batch of documents; there is no Python loop per
