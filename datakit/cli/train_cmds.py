@@ -39,17 +39,71 @@ from datakit.errors import UserError
 @click.option("--samples", type=int, default=None, help="Held-out prompts answered before/after [4].")
 @click.option("--sample-tokens", type=int, default=None, help="New tokens per sample answer [96].")
 @click.option("--resume/--no-resume", default=None, help="Resume from OUT/checkpoint-last if present [resume].")
-def train_cmd(config_file, **opts):
-    """Fine-tune a model on an export with LoRA/QLoRA (SFT or DPO) and show what changed."""
+@click.option("--validate/--no-validate", "do_validate", default=True,
+              help="At the end, judge base vs tuned on held-out prompts (validation.json) [validate].")
+@click.option("--val-prompts", type=int, default=None, help="Held-out prompts answered and judged [32; 8 on a CPU].")
+@click.option("--val-tokens", type=int, default=None, help="New tokens per validation answer [384; 96 on a CPU].")
+@click.option("--judge", "judge_teacher", default=None,
+              help="Judge teacher name from --judge-config (default: its 'judge' role, or the bundled teacher).")
+@click.option("--judge-config", type=click.Path(dir_okay=False), default=None,
+              help="datakit TOML config with the teachers (as --config of `datakit judge`).")
+@click.option("--judge-base-url", default=None, help="One OpenAI-compatible judge: its base URL.")
+@click.option("--judge-model", default=None, help="Model name for --judge-base-url.")
+@click.option("--judge-api-key-env", default=None, help="Environment variable holding the judge's key.")
+def train_cmd(config_file, do_validate, val_prompts, val_tokens, judge_teacher, judge_config, judge_base_url,
+              judge_model, judge_api_key_env, **opts):
+    """Fine-tune a model on an export with LoRA/QLoRA (SFT or DPO), then judge tuned vs base."""
     from datakit.train.config import make_config
+    from datakit.train.cpu_defaults import apply_cpu_defaults
+    from datakit.train.validate import ValidateOptions
 
+    make_config(config_file, **opts)  # bad settings fail here, before anything heavy loads
+    judge = _judge_config(judge_config, judge_base_url, judge_model, judge_api_key_env, judge_teacher) \
+        if do_validate else None
+    opts, cpu_line = apply_cpu_defaults(config_file, opts)
     cfg = make_config(config_file, **opts)
-    _quiet_libraries()
+    quiet_libraries()
+    if cpu_line:
+        from datakit.cli.common import console
+
+        console.print(f"[yellow]notice:[/] {cpu_line}")
     summary = _run_with_progress(cfg)
-    _print_summary(summary)
+    validation = error = None
+    if summary and judge is not None:
+        vopts = ValidateOptions(val_prompts=val_prompts, max_new_tokens=val_tokens, judge=judge_teacher)
+        validation, error = _validate_after_training(cfg.out, judge, vopts)
+    _print_summary(summary, validation)
+    if error is not None:
+        raise error
 
 
-def _quiet_libraries() -> None:
+def _judge_config(path, base_url, model, api_key_env, teacher):
+    """The datakit config the judge comes from, checked before training starts."""
+    from datakit.cli.common import config_from_options
+    from datakit.train.pair_judge import judge_name
+
+    if bool(base_url) != bool(model):
+        raise UserError("--judge-base-url and --judge-model go together",
+                        field="--judge-model" if base_url else "--judge-base-url")
+    if api_key_env and not base_url:
+        raise UserError("--judge-api-key-env needs --judge-base-url and --judge-model", field="--judge-api-key-env")
+    cfg = config_from_options(path, base_url, model, api_key_env, None)
+    judge_name(cfg, teacher)
+    return cfg
+
+
+def _validate_after_training(out, judge, vopts):
+    """Validation at the end of a run: a problem there must not hide the finished training, so
+    it comes back as an error to raise after the summary, with the command that redoes it."""
+    from datakit.cli.validate_cmds import run_validation
+
+    try:
+        return run_validation(out, judge, vopts), None
+    except UserError as e:
+        return None, UserError(f"validation: {e} (training is done; rerun it with `datakit validate {out}`)")
+
+
+def quiet_libraries() -> None:
     """datakit shows its own progress and notices: keep the libraries' deprecation warnings and
     loading bars (GGUF de-quantisation, weight loading) out of the terminal."""
     import os
@@ -110,9 +164,11 @@ def _run_with_progress(cfg):
         progress.stop()
 
 
-def _print_summary(s):
+def _print_summary(s, validation=None):
     if not s:  # not rank 0
         return
+    from datakit.cli.validate_cmds import validation_rows
+
     from rich.console import Console
     from rich.table import Table
 
@@ -136,7 +192,8 @@ def _print_summary(s):
         ("tokens/s", f(s["tokens_per_s"], "{:,.0f}")),
         ("peak GPU memory", f(s["peak_mem_gib"], "{:.2f} GiB")),
         ("trainable params", f"{s['trainable_params']:,}"),
-        ("files", ", ".join(v for v in s["files"].values() if v)),
+        ("files", ", ".join([v for v in s["files"].values() if v] + (["validation.json"] if validation else []))),
+        *validation_rows(validation),
     ]
     for k, v in rows:
         t.add_row(k, str(v))

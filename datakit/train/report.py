@@ -34,7 +34,7 @@ def plot_losses(rows: list[dict[str, Any]], path: Path, title: str = "") -> None
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _prompt_of(row: Any) -> tuple[list[dict], str]:
+def prompt_of(row: Any) -> tuple[list[dict], str]:
     """The conversation up to its last assistant turn, and that turn (the reference)."""
     if isinstance(row, dict) and "prompt" in row:  # DPO pair
         return row["prompt"], row["chosen"][0]["content"]
@@ -44,11 +44,15 @@ def _prompt_of(row: Any) -> tuple[list[dict], str]:
 
 
 def _generate(run, messages: list[dict], max_new: int) -> str:
+    return generate_answer(run.tok, run.model, run.device, messages, max_new)
+
+
+def generate_answer(tok, model, device, messages: list[dict], max_new: int) -> str:
+    """The model's greedy answer to a conversation (at most ``max_new`` new tokens)."""
     import torch
 
-    tok, model = run.tok, run.model
     enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    enc = {k: v.to(run.device) for k, v in enc.items()}
+    enc = {k: v.to(device) for k, v in enc.items()}
     with torch.no_grad():
         out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, use_cache=True,
                              pad_token_id=tok.pad_token_id)
@@ -67,7 +71,7 @@ def write_samples(run, rows: list, path: Path) -> int:
              f"Model `{run.spec.label}`, method {run.cfg.method}, greedy decoding, "
              f"at most {run.cfg.sample_tokens} new tokens. Prompts are held-out rows where there are any.\n"]
     for i, row in enumerate(rows[:n], 1):
-        prompt, ref = _prompt_of(row)
+        prompt, ref = prompt_of(row)
         with model.disable_adapter():
             base = _generate(run, prompt, run.cfg.sample_tokens)
         tuned = _generate(run, prompt, run.cfg.sample_tokens)
