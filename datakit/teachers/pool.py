@@ -4,7 +4,9 @@
 (the httpx fork the openai SDK itself is built on) sized to the concurrency, with the SDK's own
 retries switched off so that datakit can count, pace and cache them itself:
 
-* bounded concurrency (global ``concurrency`` and optional per-teacher caps);
+* bounded concurrency (global ``concurrency`` and optional per-teacher caps), a slot held only
+  while a request is on the wire, never through rate-limit waits, backoff or ``Retry-After``
+  sleeps, so that one throttled teacher cannot starve the others;
 * optional requests- and tokens-per-minute limits (:mod:`datakit.teachers.ratelimit`);
 * retries on 429, 5xx, timeouts, dropped connections and malformed 200 answers, with
   exponential backoff and full jitter, honouring ``Retry-After`` / ``retry-after-ms``;
@@ -15,8 +17,11 @@ retries switched off so that datakit can count, pace and cache them itself:
 
 Problems that no retry can fix (unreachable endpoint at start, a rejected key, an unknown
 model, a teacher failing every request) raise :class:`~datakit.errors.TeacherError`; one
-request that still fails after its retries comes back as a ``ChatResult`` with ``ok=False`` so
-the caller can record it and move on.
+request that still fails after its retries, or that the teacher refuses (a 400, 422, ...),
+comes back as a ``ChatResult`` with ``ok=False`` so the caller can record it and move on.
+``MAX_CONSECUTIVE_FAILURES`` such failures in a row take the teacher out: that request and
+every later one to it raise ``TeacherError``. A request that cannot be encoded is a bug: its
+exception propagates at once, neither retried nor counted as a failed answer.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from datakit.teachers.ratelimit import TokenBucket
 
 MAX_CONSECUTIVE_FAILURES = 10
 CONNECTIONS_PER_CLIENT = 8
+_NO_LIMIT = contextlib.nullcontext()
 
 
 @dataclass
@@ -152,6 +158,7 @@ class Teacher:
         self.tpm = TokenBucket(cfg.tpm) if cfg.tpm else None
         self.stats = TeacherStats()
         self.consecutive_failures = 0
+        self.out: str | None = None   # why the teacher was taken out, once it is
         self._inflight = 0
         self._busy_since = 0.0
 
@@ -174,43 +181,53 @@ class Teacher:
         except (openai.APIStatusError, openai.APIResponseValidationError, ValueError, TypeError):
             pass  # some servers have no /models; the first real request will tell
 
-    async def complete(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Send one chat request with retries; return ``{"text", "usage", "finish_reason"}``."""
-        max_retries = self.cfg.max_retries
+    async def complete(self, request: dict[str, Any], slot: asyncio.Semaphore | None = None) -> dict[str, Any]:
+        """Send one chat request with retries; return ``{"text", "usage", "finish_reason"}``.
+
+        ``slot`` (the pool's global limit) and the teacher's own cap are held per attempt, only
+        while the request is on the wire."""
+        self._check_in()
+        body = json.dumps(request).encode()  # not under any except: a bug here is no failed answer
         est = sum(len(m.get("content") or "") for m in request["messages"]) / 3 + request.get("max_tokens", 256)
         last: _Retryable | None = None
-        for attempt in range(max_retries + 1):
+        for attempt in range(self.cfg.max_retries + 1):
             if attempt:
                 self.stats.retries += 1
                 await asyncio.sleep(backoff_delay(attempt - 1, last.retry_after if last else None))
+                self._check_in()
             if self.rpm:
                 await self.rpm.acquire(1)
             if self.tpm:
                 await self.tpm.acquire(est)
             try:
-                return await self._once(request, est)
+                answer = self._parse(await self._send(body, slot), est)
             except _Retryable as e:
                 self.stats.errors[e.kind] += 1
                 last = e
-        self.stats.failures += 1
-        self.consecutive_failures += 1
-        if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES:
-            raise TeacherError(f"{self.where()} failed {self.consecutive_failures} requests in a row "
-                               f"after retries; last error: {last}")
+                continue
+            except _Failed as e:
+                self.stats.errors["refused"] += 1
+                self._count_failure(e)
+                raise
+            self.consecutive_failures = 0
+            return answer
+        self._count_failure(last)
         raise _Retryable(last.kind if last else "error", str(last))
 
-    async def _once(self, request: dict[str, Any], est: float) -> dict[str, Any]:
-        if self._inflight == 0:
-            self._busy_since = time.perf_counter()
-        self._inflight += 1
-        try:
-            return await self._send(request, est)
-        finally:
-            self._inflight -= 1
-            if self._inflight == 0:
-                self.stats.seconds += time.perf_counter() - self._busy_since
+    def _check_in(self) -> None:
+        if self.out is not None:
+            raise TeacherError(self.out)
 
-    async def _post(self, request: dict[str, Any]) -> bytes:
+    def _count_failure(self, error: Exception | None) -> None:
+        """One request failed for good; enough of them in a row take the teacher out."""
+        self.stats.failures += 1
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES and self.out is None:
+            self.out = (f"{self.where()} failed {self.consecutive_failures} requests in a row; "
+                        f"last error: {error}")
+        self._check_in()
+
+    async def _post(self, body: bytes) -> bytes:
         """POST the body through the least busy connection pool, with the SDK client's own
         headers, and turn error statuses into the SDK's exceptions.
 
@@ -221,8 +238,7 @@ class Teacher:
         self._shard_load[i] += 1
         try:
             try:
-                resp = await self._https[i].post(self._url, content=json.dumps(request).encode(),
-                                                 headers=self._headers)
+                resp = await self._https[i].post(self._url, content=body, headers=self._headers)
             except httpx.TimeoutException as e:
                 raise openai.APITimeoutError(request=e.request) from e
             except httpx.TransportError as e:
@@ -233,13 +249,13 @@ class Teacher:
         finally:
             self._shard_load[i] -= 1
 
-    async def _send(self, request: dict[str, Any], est: float) -> dict[str, Any]:
+    async def _send(self, body: bytes, slot: asyncio.Semaphore | None) -> bytes:
+        """One attempt: the raw answer, or the failure sorted into retryable, refused or fatal."""
         try:
-            if self.sem:
-                async with self.sem:
-                    raw = await self._post(request)
-            else:
-                raw = await self._post(request)
+            # the teacher's own cap first: a request queued behind it must not hold a global slot
+            async with self.sem or _NO_LIMIT, slot or _NO_LIMIT:
+                self._check_in()
+                return await self._timed_post(body)
         except openai.AuthenticationError as e:
             raise TeacherError(f"{self.where()} rejected the API key (HTTP {e.status_code})") from None
         except openai.PermissionDeniedError as e:
@@ -258,8 +274,23 @@ class Teacher:
                 raise _Retryable(str(e.status_code), f"HTTP {e.status_code}: {_short(e)}",
                                  _retry_after(e.response.headers)) from None
             raise _Failed(f"HTTP {e.status_code}: {_short(e)}") from None
-        except (openai.APIResponseValidationError, ValueError, TypeError) as e:
+        except httpx.DecodingError as e:  # a body its own Content-Encoding cannot decode
             raise _Retryable("malformed", f"malformed answer: {_short(e)}") from None
+
+    async def _timed_post(self, body: bytes) -> bytes:
+        """``_post``, adding the wall time with at least one request in flight to the stats."""
+        if self._inflight == 0:
+            self._busy_since = time.perf_counter()
+        self._inflight += 1
+        try:
+            return await self._post(body)
+        finally:
+            self._inflight -= 1
+            if self._inflight == 0:
+                self.stats.seconds += time.perf_counter() - self._busy_since
+
+    def _parse(self, raw: bytes, est: float) -> dict[str, Any]:
+        """Read a 200 answer and account for it; anything wrong with it is retryable."""
         try:
             resp = json.loads(raw)
             choice = resp["choices"][0]
@@ -269,6 +300,7 @@ class Teacher:
             usage = resp.get("usage") or {}
             pt = int(usage.get("prompt_tokens") or 0)
             ct = int(usage.get("completion_tokens") or 0)
+            finish_reason = choice.get("finish_reason")
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             raise _Retryable("malformed", f"malformed answer: {type(e).__name__}: {str(e)[:100]}") from None
         s = self.stats
@@ -278,9 +310,8 @@ class Teacher:
         s.cost += (pt * self.cfg.price_input + ct * self.cfg.price_output) / 1e6
         if self.tpm and (pt or ct):
             self.tpm.adjust(pt + ct - est)
-        self.consecutive_failures = 0
         return {"text": text, "usage": {"prompt_tokens": pt, "completion_tokens": ct},
-                "finish_reason": choice.get("finish_reason")}
+                "finish_reason": finish_reason}
 
     async def aclose(self) -> None:
         for c in self.clients:
@@ -307,7 +338,7 @@ class TeacherPool:
         self.teachers = teachers
         self.by_name = {t.name: t for t in teachers}
         self.cache = cache
-        self.sem = asyncio.Semaphore(concurrency)
+        self.sem = asyncio.Semaphore(concurrency)  # requests on the wire, all teachers together
 
     def for_role(self, role: str) -> list[Teacher]:
         ts = [t for t in self.teachers if role in t.cfg.roles]
@@ -364,15 +395,10 @@ class TeacherPool:
             t.stats.cache_hits += 1
             return ChatResult(True, hit["text"], None, True, t.name, t.cfg.model, params,
                               hit.get("usage", {}), key, hit.get("finish_reason"))
-        async with self.sem:
-            try:
-                answer = await t.complete(req)
-            except _Retryable as e:
-                return ChatResult(False, None, str(e), False, t.name, t.cfg.model, params, {}, key)
-            except _Failed as e:
-                t.stats.failures += 1
-                t.stats.errors["refused"] += 1
-                return ChatResult(False, None, str(e), False, t.name, t.cfg.model, params, {}, key)
+        try:
+            answer = await t.complete(req, slot=self.sem)
+        except (_Retryable, _Failed) as e:
+            return ChatResult(False, None, str(e), False, t.name, t.cfg.model, params, {}, key)
         self.cache.put(key, req, answer)
         return ChatResult(True, answer["text"], None, False, t.name, t.cfg.model, params,
                           answer["usage"], key, answer.get("finish_reason"))
