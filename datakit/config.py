@@ -94,6 +94,7 @@ class GenerateConfig:
     instance_max_tokens: int = 400
     rouge_threshold: float = 0.7
     rouge_tokenizer: str = "cjk"
+    copy_threshold: float = 0.8           # ROUGE-L F at which an input/output copies the prompt's example
     min_words: int = 3
     max_words: int = 150
     seed: int = 0
@@ -239,6 +240,8 @@ def validate(cfg: DatakitConfig) -> DatakitConfig:
             raise bad(f"generate.{k}", f"must be at least 1 (got {getattr(g, k)})")
     if not 0.0 <= g.rouge_threshold <= 1.0:
         raise bad("generate.rouge_threshold", f"must be between 0 and 1 (got {g.rouge_threshold})")
+    if not 0.0 < g.copy_threshold <= 1.0:
+        raise bad("generate.copy_threshold", f"must be above 0 and at most 1 (got {g.copy_threshold})")
     if g.rouge_tokenizer not in ("rouge", "cjk"):
         raise bad("generate.rouge_tokenizer", f"must be 'rouge' or 'cjk' (got {g.rouge_tokenizer!r})")
     for k in ("task_temperature", "instance_temperature"):

@@ -9,6 +9,7 @@ Layout (see docs/FORMATS.md)::
       rejected.jsonl    rejected candidates, each with its reason (append-only)
       cache.sqlite      the teacher response cache (SQLite, WAL)
       local-teacher.log the bundled local teacher's log, when it was used
+      stages.jsonl      one line per finished command that read or wrote the run (append-only)
 
 Work is committed in steps. Logs are appended first, then ``state.json`` is replaced
 atomically; on resume every log is cut back to the rows of committed steps, so a step that
@@ -23,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from datakit.errors import UserError
-from datakit.records import Record, atomic_write_json, committed_run_records, truncate_jsonl
+from datakit.records import JsonlAppender, Record, atomic_write_json, committed_run_records, truncate_jsonl
+
+STAGES = "stages.jsonl"
 
 
 def default_run_path() -> Path:
@@ -66,3 +69,28 @@ class RunDir:
         """Accepted records of committed rounds (all of them when there is no state file, e.g.
         a folder made by hand)."""
         return committed_run_records(self.path)
+
+
+# --------------------------------------------------------------------------- the stage log
+
+def is_run_dir(path: str | Path) -> bool:
+    p = Path(path)
+    return (p / "records.jsonl").is_file() and ((p / "config.json").is_file() or (p / "state.json").is_file())
+
+
+def find_run_dir(paths: "list[str | Path]", levels: int = 3) -> Path | None:
+    """The run directory that the first of ``paths`` belongs to: the path itself, or a folder
+    at most ``levels`` above it (``runs/demo/curated/clean.jsonl`` belongs to ``runs/demo``)."""
+    for raw in paths:
+        p = Path(raw).absolute()
+        for cand in [p, *list(p.parents)[:levels]]:
+            if is_run_dir(cand):
+                return cand
+    return None
+
+
+def log_stage(run_dir: str | Path, entry: dict[str, Any]) -> None:
+    """Append one finished command to ``stages.jsonl`` (what the data card reads for wall time,
+    cost and counts per stage). The log is append-only and fsync'd like every other log."""
+    with JsonlAppender(Path(run_dir) / STAGES) as app:
+        app.write_batch([entry])

@@ -106,3 +106,61 @@ def test_position_bias_rate():
     rate, n = position_bias_rate(p)
     assert n == 4 and rate == 0.5
     assert position_bias_rate([]) == (None, 0)
+
+
+# --------------------------------------------------------------------------- tie-break by design
+
+def tcand(cid, out, score, temp, teacher="t"):
+    c = cand(cid, out, score)
+    c["params"], c["teacher"] = {"temperature": temp}, teacher
+    return c
+
+
+def test_no_tie_break_keeps_the_old_rule():
+    cs = [tcand("a", "A!", 7.0, 0.3), tcand("b", "B!", 7.0, 1.2)]
+    d = build_pair(cs)
+    assert not d.kept and d.reason == "all_tied" and d.basis is None
+
+
+def test_temperature_tie_break_decides_only_what_the_judge_could_not():
+    cs = [tcand("hot", "H!", 7.0, 1.2), tcand("cold", "C!", 7.0, 0.3), tcand("mid", "M!", 7.0, 0.7)]
+    d = build_pair(cs, tie_break="temperature")
+    assert (d.kept, d.chosen, d.rejected, d.basis, d.judge_reason, d.margin) == \
+        (True, "cold", "hot", "design:temperature", "all_tied", None)
+    assert d.to_dict()["basis"] == "design:temperature" and d.chosen_score == 7.0  # real scores, none invented
+    # a position-biased pairwise judge (disagreeing orders) also leaves it to the design
+    biased = [pw("cold", "hot", "A", "A")]
+    assert build_pair(cs, biased, tie_break="temperature").basis == "design:temperature"
+    # a judge that separates them decides, whatever the design says
+    judged = build_pair([tcand("hot", "H!", 9.0, 1.2), tcand("cold", "C!", 4.0, 0.3)], tie_break="temperature")
+    assert (judged.kept, judged.chosen, judged.basis) == (True, "hot", "judge")
+
+
+def test_tie_break_never_goes_against_the_judge():
+    # pointwise prefers the hot sample, by less than the margin: no pair, not a design pair
+    cs = [tcand("hot", "H!", 7.5, 1.2), tcand("cold", "C!", 7.0, 0.3)]
+    d = build_pair(cs, min_margin=1.0, tie_break="temperature")
+    assert not d.kept and d.reason == "judge_contradicts_design"
+    # pairwise agrees (both orders) that the hot sample is better while scores tie
+    cs = [tcand("hot", "H!", 7.0, 1.2), tcand("cold", "C!", 7.0, 0.3)]
+    d = build_pair(cs, [pw("cold", "hot", "B", "A")], tie_break="temperature")
+    assert not d.kept and d.reason == "judge_contradicts_design"
+
+
+def test_teacher_tie_break_prefers_the_named_teacher_over_the_student():
+    cs = [tcand("s#0", "student says", 6.0, 0.7, "student"), tcand("g#0", "gpt says", 6.0, 0.7, "gpt")]
+    d = build_pair(cs, tie_break="teacher:gpt")
+    assert (d.kept, d.chosen, d.rejected, d.basis) == (True, "g#0", "s#0", "design:teacher")
+    same = [tcand("a", "x", 6.0, 0.3, "gpt"), tcand("b", "x ", 6.0, 1.0, "student")]
+    assert build_pair(same, tie_break="teacher:gpt").reason == "identical_outputs"
+    nobody = [tcand("a", "A", 6.0, 0.3, "x"), tcand("b", "B", 6.0, 1.0, "y")]
+    assert build_pair(nobody, tie_break="teacher:gpt").reason == "all_tied"
+
+
+def test_tie_break_values_are_checked():
+    from datakit.judge.pairs import check_tie_break
+
+    assert check_tie_break("none") is None and check_tie_break("teacher:q") == "teacher:q"
+    for bad in ("teacher:", "random", "temp"):
+        with pytest.raises(ValueError):
+            check_tie_break(bad)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import os
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
 
 import click
 from rich.console import Console
@@ -71,3 +76,46 @@ def pairs_table(title: str, pairs: list[tuple[str, Any]]) -> Table:
     for k, v in pairs:
         t.add_row(k, _fmt(v))
     return t
+
+
+_USAGE_KEYS = {"cached": "cache_hits", "failed": "failures", "tok in": "prompt_tokens",
+               "tok out": "completion_tokens", "USD": "cost"}
+
+
+@dataclass
+class StageEntry:
+    """What a command fills in for the run's stage log (see :func:`stage`)."""
+    counts: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, dict[str, Any]] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+    def usage_from(self, teacher_rows: list[dict[str, Any]]) -> None:
+        """Per-teacher counters from ``TeacherPool.summary_rows()`` (first key: the name)."""
+        for row in teacher_rows or []:
+            items = list(row.items())
+            if items:
+                self.usage[str(items[0][1])] = {_USAGE_KEYS.get(k, k): v for k, v in items[1:]}
+
+
+@contextmanager
+def stage(name: str, inputs: list[Any], outputs: list[Any] | None = None) -> Iterator[StageEntry]:
+    """Time a command and, when it finishes without error, append it to the stage log of the
+    run directory its inputs or outputs belong to (nothing is logged for files outside a run)."""
+    from datakit.runs import find_run_dir, log_stage
+
+    entry = StageEntry(outputs=[str(o) for o in outputs or []])
+    started, t0 = time.strftime("%Y-%m-%dT%H:%M:%S"), time.monotonic()
+    yield entry
+    run = find_run_dir([*map(str, inputs), *entry.outputs])
+    if run is None:
+        return
+
+    def rel(p: str) -> str:
+        try:
+            return os.path.relpath(os.path.abspath(p), run)
+        except ValueError:
+            return p
+
+    log_stage(run, {"stage": name, "started": started, "wall_s": round(time.monotonic() - t0, 3),
+                    "argv": ["datakit", *sys.argv[1:]], "inputs": [rel(str(i)) for i in inputs],
+                    "outputs": [rel(o) for o in entry.outputs], "counts": entry.counts, "usage": entry.usage})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from datakit.cli.common import stage
 from datakit.errors import UserError
 
 
@@ -47,6 +48,13 @@ def _progress(total: int, label: str):
                  transient=True)
     task = p.add_task(label, total=total)
     return p, task
+
+
+def _log_counts(st, result, written) -> None:
+    s = result.summary()
+    st.outputs = [str(p) for p in written]
+    st.counts = {"in": s["documents_in"], "kept": s["kept"], "removed": s["reasons"],
+                 "clusters": s["clusters"], "against": s["against"]}
 
 
 def _summary(title: str, result, written) -> None:
@@ -92,11 +100,13 @@ def filter_cmd(inputs, out, rouge_l, tokenizer, fields, rules, min_words, max_wo
     flds = _fields(fields)
     data = load_inputs(inputs, flds)
     cfg = RulesConfig(min_words=min_words, max_words=max_words, language=language) if rules else None
-    p, task = _progress(len(data.rows), "filter")
-    with p:
-        result = filter_rows(data.rows, threshold=rouge_l, tokenizer=tokenizer, fields=flds,
-                             rules=cfg, progress=lambda k: p.update(task, completed=k))
-    written = write_outputs(data, result, out, "filter")
+    with stage("filter", list(inputs), [out]) as st:
+        p, task = _progress(len(data.rows), "filter")
+        with p:
+            result = filter_rows(data.rows, threshold=rouge_l, tokenizer=tokenizer, fields=flds,
+                                 rules=cfg, progress=lambda k: p.update(task, completed=k))
+        written = write_outputs(data, result, out, "filter")
+        _log_counts(st, result, written)
     _summary("filter", result, written)
 
 
@@ -130,14 +140,16 @@ def dedup_cmd(inputs, out, against, threshold, num_perm, shingle, ngram, fields,
     ag = None
     if against:
         ag = load_inputs(list(against), flds, role="--against", fallback=flds + AGAINST_FALLBACK)
-    p, task = _progress(len(data.rows), "dedup")
-    with p:
-        def step(stage: str, k: int) -> None:
-            p.update(task, completed=k, description=f"dedup: {stage}")
+    with stage("dedup", list(inputs), [out]) as st:
+        p, task = _progress(len(data.rows), "dedup")
+        with p:
+            def step(what: str, k: int) -> None:
+                p.update(task, completed=k, description=f"dedup: {what}")
 
-        result = dedup_rows(data.rows, cfg=cfg, fields=flds, against=ag, engine=engine,
-                            progress=step)
-    written = write_outputs(data, result, out, "dedup")
+            result = dedup_rows(data.rows, cfg=cfg, fields=flds, against=ag, engine=engine,
+                                progress=step)
+        written = write_outputs(data, result, out, "dedup")
+        _log_counts(st, result, written)
     _summary(f"dedup ({engine})", result, written)
 
 

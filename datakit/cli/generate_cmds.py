@@ -9,7 +9,7 @@ import sys
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from datakit.cli.common import config_from_options, console, pairs_table, table, teacher_options
+from datakit.cli.common import config_from_options, console, pairs_table, stage, table, teacher_options
 
 
 @click.command()
@@ -31,9 +31,10 @@ def generate(num, out, seeds, rng_seed, requests_per_round, config_path, base_ur
         "generate.requests_per_round": requests_per_round})
     run = RunDir(out or default_run_path())
     command = "datakit " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("accepted"),
-                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
-                  transient=True) as progress:
+    with stage("generate", [], [run.path]) as st, \
+            Progress(TextColumn("[bold]generate"), BarColumn(), MofNCompleteColumn(), TextColumn("accepted"),
+                     TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
+                     transient=True) as progress:
         task = progress.add_task("", total=cfg.generate.num)
 
         def on_progress(done: int, total: int) -> None:
@@ -45,6 +46,9 @@ def generate(num, out, seeds, rng_seed, requests_per_round, config_path, base_ur
         summary = asyncio.run(run_generate(cfg, run, command=command, on_progress=on_progress,
                                            on_status=on_status))
         progress.update(task, description="")
+        st.counts = {"accepted": summary.accepted, "rounds": summary.rounds, "rejected": dict(summary.rejected),
+                     "resumed_from_round": summary.resumed_from_round, "stopped": summary.stopped_reason}
+        st.usage_from(summary.teachers)
     tot = {k: sum(t.get(k, 0) for t in summary.totals.values())
            for k in ("requests", "cache_hits", "retries", "failures", "prompt_tokens", "completion_tokens", "cost")}
     rows = [("run directory", summary.run_dir), ("accepted records", summary.accepted),

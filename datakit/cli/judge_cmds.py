@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from datakit.cli.common import config_from_options, console, pairs_table, table, teacher_options
+from datakit.cli.common import config_from_options, console, pairs_table, stage, table, teacher_options
 
 
 class _Progress:
@@ -61,17 +61,22 @@ def _floats(text: str | None, name: str) -> list[float] | None:
 @click.option("--include-output/--no-include-output", default=False, show_default=True,
               help="Also make each record's own output (from generate) a candidate.")
 @click.option("--limit", type=int, help="Only the first N accepted records (for a quick look).")
+@click.option("--records", "records", type=click.Path(dir_okay=False),
+              help="Only the run's records whose ids are in this file (the output of filter/dedup).")
 def respond_cmd(run_dir: str, teacher_names: str | None, n: int, temperatures: str | None, max_tokens: int,
-                include_output: bool, limit: int | None, **topts: Any) -> None:
+                include_output: bool, limit: int | None, records: str | None, **topts: Any) -> None:
     """Collect candidate responses for every accepted task of RUN_DIR (resumable)."""
     from datakit.judge.run import RespondOptions, respond
 
     cfg = config_from_options(**topts)
     opts = RespondOptions(teachers=[t.strip() for t in teacher_names.split(",") if t.strip()] if teacher_names else None,
                           n=n, temperatures=_floats(temperatures, "--temperatures"), max_tokens=max_tokens,
-                          include_output=include_output, limit=limit)
-    with _Progress("respond") as prog:
+                          include_output=include_output, limit=limit, records=records)
+    with stage("respond", [run_dir]) as st, _Progress("respond") as prog:
         res = respond(Path(run_dir), cfg, opts, on_progress=prog, on_status=prog.status)
+        st.counts = {"records": res.n_records, "planned": res.planned, "new": res.done, "resumed": res.skipped,
+                     "cached": res.cached, "failed": res.failed, "selection": records}
+        st.usage_from(res.teacher_rows)
     console.print(pairs_table("respond", [
         ("records", res.n_records), ("candidates planned", res.planned), ("already done (resumed)", res.skipped),
         ("new candidates", res.done), ("from cache", res.cached), ("failed (retry with a rerun)", res.failed),
@@ -96,16 +101,31 @@ def respond_cmd(run_dir: str, teacher_names: str | None, n: int, temperatures: s
 @click.option("--json-schema/--no-json-schema", default=False, show_default=True,
               help="Send OpenAI structured-output JSON schemas (servers that support json_schema); "
                    "default is plain JSON mode.")
+@click.option("--records", "records", type=click.Path(dir_okay=False),
+              help="Only the run's records whose ids are in this file (the output of filter/dedup).")
+@click.option("--tie-break", "tie_break", default="none", show_default=True,
+              help="DPO pairs the judge cannot tell apart: none (drop them), temperature (lowest-temperature "
+                   "sample chosen, highest rejected), or teacher:NAME (NAME's answer chosen over any other's). "
+                   "A judge that prefers the other side always wins; pairs record their basis.")
 def judge_cmd(run_dir: str, judge_teacher: str | None, mode: str, max_pairs: int, min_margin: float,
-              max_tokens: int, limit: int | None, json_schema: bool, **topts: Any) -> None:
+              max_tokens: int, limit: int | None, json_schema: bool, records: str | None, tie_break: str,
+              **topts: Any) -> None:
     """Score candidates with a rubric and/or pairwise judge, rank them, build preference pairs."""
     from datakit.judge.run import JudgeOptions, judge
 
     cfg = config_from_options(**topts)
     opts = JudgeOptions(teacher=judge_teacher, mode=mode, max_pairs=max_pairs, min_margin=min_margin,
-                        max_tokens=max_tokens, limit=limit, json_schema=json_schema)
-    with _Progress("judge") as prog:
+                        max_tokens=max_tokens, limit=limit, json_schema=json_schema, records=records,
+                        tie_break=tie_break)
+    with stage("judge", [run_dir]) as st, _Progress("judge") as prog:
         res = judge(Path(run_dir), cfg, opts, on_progress=prog, on_status=prog.status)
+        st.counts = {"records": res.n_records, "pointwise": res.pointwise_total,
+                     "status": dict(res.status_counts), "pairwise": res.pairwise_total,
+                     "pairwise_results": dict(res.pairwise_counts), "position_bias_rate": res.position_bias_rate,
+                     "pairs_kept": res.pairs_kept, "pair_basis": dict(res.pair_basis),
+                     "pair_drops": dict(res.pair_drops), "new": res.done,
+                     "resumed": res.skipped, "failed": res.failed, "selection": records}
+        st.usage_from(res.teacher_rows)
     rate = "n/a" if res.position_bias_rate is None else f"{res.position_bias_rate:.1%} of {res.pairwise_compared}"
     console.print(pairs_table("judge", [
         ("records", res.n_records), ("candidates judged (pointwise)", res.pointwise_total),
@@ -118,6 +138,7 @@ def judge_cmd(run_dir: str, judge_teacher: str | None, mode: str, max_pairs: int
         ("position-bias rate", rate),
         ("mean best score", "n/a" if res.mean_best is None else f"{res.mean_best:.2f}"),
         (f"DPO pairs kept (margin >= {min_margin:g})", res.pairs_kept),
+        *[(f"  basis: {k}", v) for k, v in sorted(res.pair_basis.items()) if k != "judge" or len(res.pair_basis) > 1],
         *[(f"  dropped: {k}", v) for k, v in sorted(res.pair_drops.items())],
         ("new judge calls / resumed", f"{res.done} / {res.skipped}"), ("failed (retry with a rerun)", res.failed),
         ("merged view", str(res.judged_path))]))
@@ -143,16 +164,28 @@ def judge_cmd(run_dir: str, judge_teacher: str | None, mode: str, max_pairs: int
 @click.option("--name", help="Dataset name in dataset_info.json (default datakit_sft / datakit_dpo).")
 @click.option("--response", type=click.Choice(["best", "output"]), default="best", show_default=True,
               help="SFT: the best judged candidate, or the record's own output.")
+@click.option("--records", "records", type=click.Path(dir_okay=False),
+              help="SOURCE is a run: only its records whose ids are in this file (the output of filter/dedup).")
+@click.option("--tie-break", "tie_break", default="none", show_default=True,
+              help="DPO pairs the judge cannot tell apart: none (drop them), temperature (lowest-temperature "
+                   "sample chosen, highest rejected), or teacher:NAME (NAME's answer chosen over any other's). "
+                   "A judge that prefers the other side always wins; pairs record their basis.")
 def export_cmd(source: str, fmt: str, style: str, out: str, system: str | None, text: bool,
                min_score: float | None, min_margin: float, max_len: int | None, tokenizer: str | None,
-               eval_fraction: float, seed: int, name: str | None, response: str) -> None:
+               eval_fraction: float, seed: int, name: str | None, response: str, records: str | None,
+               tie_break: str) -> None:
     """Write SOURCE (a run directory or a record file) as trainer-ready SFT or DPO data."""
     from datakit.export import ExportOptions, export
 
     opts = ExportOptions(format=fmt, style=style, system=system, text=text, min_score=min_score,
                          min_margin=min_margin, max_len=max_len, tokenizer=tokenizer,
-                         eval_fraction=eval_fraction, seed=seed, name=name, response=response)
-    res = export(source, out, opts)
+                         eval_fraction=eval_fraction, seed=seed, name=name, response=response, records=records,
+                         tie_break=tie_break)
+    with stage("export", [source], [out]) as st:
+        res = export(source, out, opts)
+        st.outputs = [str(p) for p in res.files]
+        st.counts = {"format": fmt, "style": style, "records": res.n_records, "rows": res.n_train,
+                     "eval_rows": res.n_eval, "dropped": dict(res.dropped), "selection": records}
     rows: list[tuple[str, Any]] = [("records read", res.n_records), ("train rows", res.n_train),
                                    ("eval rows", res.n_eval)]
     rows += [(f"dropped: {k}", v) for k, v in sorted(res.dropped.items())]

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 from datakit.errors import UserError
 from datakit.export import formats as F
-from datakit.judge.pairs import build_pair, candidate_score
+from datakit.judge.pairs import build_pair, candidate_score, check_tie_break
 from datakit.records import Record, atomic_write_json, atomic_write_text, read_records, write_table
 
 FORMATS = ("sft", "dpo")
@@ -49,6 +49,8 @@ class ExportOptions:
     seed: int = 0
     name: str | None = None
     response: str = "best"  # SFT: "best" judged candidate, or the record's own "output"
+    records: str | None = None  # a run directory: only the records in this curated file (ids)
+    tie_break: str | None = None  # DPO pairs the judge cannot separate: none, temperature, teacher:NAME
 
 
 @dataclass
@@ -78,14 +80,18 @@ class ExportResult:
 
 # --------------------------------------------------------------------------- loading
 
-def load_for_export(path: str | Path, min_margin: float = 1.0) -> list[Record]:
+def load_for_export(path: str | Path, min_margin: float = 1.0, records: str | Path | None = None,
+                    tie_break: str | None = None) -> list[Record]:
     path = Path(path)
     if path.is_dir():
         from datakit.judge.store import merge_run
+        from datakit.judge.work import selected_ids
 
         if not (path / "records.jsonl").exists():
             raise UserError("not a run directory (no records.jsonl)", path=str(path))
-        return merge_run(path, min_margin)
+        return merge_run(path, min_margin, selected_ids(records) if records else None, tie_break)
+    if records:
+        raise UserError("--records selects records of a run directory; SOURCE is a file", field="--records")
     if not path.exists():
         raise UserError("file not found", path=str(path))
     return [r for r in read_records(path) if r.status == "accepted"]
@@ -125,13 +131,13 @@ def select_dpo(rec: Record, opts: ExportOptions) -> Item | str:
     pairwise = (rec.judge or {}).get("pairwise") or []
     if not rec.candidates or not any(c.get("judge") for c in rec.candidates) and not pairwise:
         return "not_judged"
-    d = build_pair(rec.candidates, pairwise, opts.min_margin)
+    d = build_pair(rec.candidates, pairwise, opts.min_margin, opts.tie_break)
     if not d.kept:
         return d.reason or "no_pair"
     ch, rj = _cand_by_id(rec, d.chosen), _cand_by_id(rec, d.rejected)
     meta = {"id": rec.id, "chosen_id": d.chosen, "rejected_id": d.rejected,
             "chosen_score": d.chosen_score, "rejected_score": d.rejected_score, "margin": d.margin,
-            "chosen_model": ch.get("model"), "rejected_model": rj.get("model")}
+            "chosen_model": ch.get("model"), "rejected_model": rj.get("model"), "basis": d.basis}
     return Item(rec, F.prompt_messages(rec.instruction, rec.input, opts.system),
                 [ch["output"], rj["output"]], meta, d.chosen_score)
 
@@ -227,6 +233,10 @@ def validate_options(opts: ExportOptions) -> None:
         raise UserError("must be 0 or more", field="--min-margin")
     if opts.response not in ("best", "output"):
         raise UserError("must be 'best' or 'output'", field="--response")
+    try:
+        opts.tie_break = check_tie_break(opts.tie_break)
+    except ValueError as e:
+        raise UserError(str(e), field="--tie-break") from None
 
 
 def output_paths(out: Path, opts: ExportOptions) -> tuple[Path, Path]:
@@ -263,7 +273,7 @@ def export(source: str | Path | list[Record], out: str | Path, opts: ExportOptio
     """Export records to ``out`` (see the module docstring). Raises UserError when nothing is left."""
     validate_options(opts)
     train_path, eval_path = output_paths(Path(out), opts)
-    records = source if isinstance(source, list) else load_for_export(source, opts.min_margin)
+    records = source if isinstance(source, list) else load_for_export(source, opts.min_margin, opts.records, opts.tie_break)
     res = ExportResult(n_records=len(records))
     items, res.dropped = select_items(records, opts, tokenizer_loader)
     if not items:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from datakit.config import DatakitConfig
+from datakit.curate.copies import CopyDetector
 from datakit.curate.rouge import RougeLNovelty
 from datakit.curate.rules import RuleFilter, RulesConfig
 from datakit.errors import UserError
@@ -42,7 +43,7 @@ from datakit.teachers.pool import TeacherPool, TeacherStats
 
 # Reasons a task can fail after it passed the novelty filter: it still counts as "seen" for
 # the novelty filter when a run is resumed, exactly as it did in the uninterrupted run.
-INSTANCE_FAILURES = ("teacher_error", "instance_unparsed")
+INSTANCE_FAILURES = ("teacher_error", "instance_unparsed", "copied_example")  # after the task passed
 
 _CLASSIFY = re.compile(
     r"\b(classify|classification|categori[sz]e|label|sentiment|true or false|yes or no|is it|"
@@ -105,6 +106,9 @@ class SelfInstruct:
         for kind in (False, True):
             same = [s for s in self.seeds if s.is_classification == kind] or self.seeds
             self._example[kind] = next((s for s in same if s.instances[0][0].strip()), same[0])
+        self._copies = {kind: CopyDetector({"example.instruction": ex.instruction, "example.input": ex.instances[0][0],
+                                            "example.output": ex.instances[0][1]}, threshold=self.g.copy_threshold)
+                        for kind, ex in self._example.items()}
 
     # --------------------------------------------------------------------- state
     def _remember(self, instruction: str, rid: str) -> None:
@@ -247,8 +251,26 @@ class SelfInstruct:
             rec.lineage["instance"]["raw"] = (ans.text or "")[:2000]
             return False
         rec.input, rec.output = parsed
+        if not self._check_copy(rec, is_cls):
+            return False
         self._in_round += 1  # progress only: the round commits (or is replayed) as a whole
         self.on_progress(min(self.accepted_so_far + self._in_round, g.num), g.num)
+        return True
+
+    def _check_copy(self, rec: Record, is_cls: bool) -> bool:
+        """Reject an instance whose input or output reproduces the example the prompt showed
+        (``copied_example``); a small teacher does this often."""
+        detector = self._copies[is_cls]
+        for fld in ("output", "input"):
+            copy = detector.check(getattr(rec, fld))
+            if copy is not None:
+                rec.add_verdict(Verdict("copied_example", False, copy.score, "copied_example",
+                                        {"field": fld, "source": copy.source,
+                                         "example_id": self._example[is_cls].id,
+                                         "threshold": self.g.copy_threshold}))
+                rec.status, rec.reason = "rejected", "copied_example"
+                return False
+        rec.add_verdict(Verdict("copied_example", True, None, None))
         return True
 
     # --------------------------------------------------------------------- the loop

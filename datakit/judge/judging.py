@@ -21,7 +21,7 @@ from typing import Any, Awaitable, Callable
 from datakit.errors import UserError
 from datakit.export.formats import user_content
 from datakit.judge import store
-from datakit.judge.pairs import candidate_score, position_bias_rate
+from datakit.judge.pairs import candidate_score, check_tie_break, position_bias_rate
 from datakit.judge.parse import ASPECTS, parse_pairwise, parse_pointwise
 from datakit.judge.work import Progress, drain, load_run_records, open_pool, resolve_teachers
 from datakit.prompts import load_prompt
@@ -42,7 +42,9 @@ class JudgeOptions:
     min_margin: float = 1.0
     max_tokens: int = 512
     limit: int | None = None
+    records: str | None = None  # only the records in this curated file (ids)
     json_schema: bool = False  # send OpenAI structured-output schemas instead of plain JSON mode
+    tie_break: str | None = None  # pairs the judge cannot separate: none, temperature, teacher:NAME
 
 
 @dataclass
@@ -61,6 +63,7 @@ class JudgeResult:
     pairwise_compared: int = 0
     mean_best: float | None = None
     pairs_kept: int = 0
+    pair_basis: Counter = field(default_factory=Counter)  # kept pairs by basis: judge / design:…
     pair_drops: Counter = field(default_factory=Counter)
     teacher_rows: list[dict[str, Any]] = field(default_factory=list)
 
@@ -221,6 +224,10 @@ def _check_options_judge(opts: JudgeOptions) -> None:
         raise UserError("must be 0 or more", field="--min-margin")
     if opts.max_tokens < 1:
         raise UserError("must be at least 1", field="--max-tokens")
+    try:
+        opts.tie_break = check_tie_break(opts.tie_break)
+    except ValueError as e:
+        raise UserError(str(e), field="--tie-break") from None
 
 
 def _judge_name(cfg: Any, opts: JudgeOptions) -> str | None:
@@ -235,7 +242,7 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
     """Pointwise and/or pairwise judging into ``judgements.jsonl``, then ``judged.jsonl``."""
     run_dir = Path(run_dir)
     _check_options_judge(opts)
-    recs = load_run_records(run_dir, opts.limit)
+    recs = load_run_records(run_dir, opts.limit, opts.records)
     judge_name = _judge_name(cfg, opts)
     log = run_dir / store.JUDGEMENTS
     res = JudgeResult(judged_path=run_dir / store.JUDGED, n_records=len(recs))
@@ -263,7 +270,8 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
             res.teacher_rows = pool.summary_rows()
 
     asyncio.run(main())
-    merged = store.merge_run(run_dir, opts.min_margin)
+    merged = store.merge_run(run_dir, opts.min_margin, {r.id for r in recs} if opts.records else None,
+                             opts.tie_break)
     write_table(res.judged_path, [r.to_dict() for r in merged])
     _summarise(merged, res)
     return res
@@ -289,6 +297,7 @@ def _summarise(merged: list[Record], res: JudgeResult) -> None:
         pair = j.get("pair") or {}
         if pair.get("kept"):
             res.pairs_kept += 1
+            res.pair_basis[pair.get("basis") or "judge"] += 1
         elif pair.get("reason"):
             res.pair_drops[pair["reason"]] += 1
     res.pairwise_total = len(pairwise_all)

@@ -17,6 +17,16 @@ The rule (also in docs/JUDGE_EXPORT.md):
 5. With pairwise judgements but no pointwise scores, candidates are ranked by agreed wins and
    a pair is kept when the first has an agreed win over the last (margin = difference in wins,
    ``min_margin`` does not apply).
+6. A tie-break *by design*, only when the user asks for one (``tie_break``) and only where the
+   judge could not tell the candidates apart (``all_tied``, ``margin_below_min``,
+   ``pairwise_tie``, ``pairwise_disagree``, ``pairwise_unparsed``; never against a judge that
+   prefers the other side): candidates made to differ in quality decide the pair.
+   ``"temperature"``: the lowest-temperature sample is chosen, the highest rejected (a greedy
+   or low-temperature answer over a high-temperature one); ``"teacher:NAME"``: a candidate of
+   teacher NAME is chosen over one of any other teacher (a strong teacher's answer over the
+   student model's own, as in on-policy preference data). Such a pair records
+   ``basis: "design:temperature"`` (or ``"design:teacher"``) and no judge margin; a judged pair
+   records ``basis: "judge"``. No score is ever invented.
 """
 
 from __future__ import annotations
@@ -77,11 +87,16 @@ class PairDecision:
     chosen_score: float | None = None
     rejected_score: float | None = None
     ranking: list[str] | None = None
+    basis: str | None = None          # "judge", "design:temperature", "design:teacher"
+    judge_reason: str | None = None   # why the judge alone kept no pair, when design decided
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chosen": self.chosen, "rejected": self.rejected, "kept": self.kept,
-                "reason": self.reason, "margin": self.margin, "chosen_score": self.chosen_score,
-                "rejected_score": self.rejected_score}
+        d = {"chosen": self.chosen, "rejected": self.rejected, "kept": self.kept,
+             "reason": self.reason, "margin": self.margin, "chosen_score": self.chosen_score,
+             "rejected_score": self.rejected_score, "basis": self.basis}
+        if self.judge_reason:
+            d["judge_reason"] = self.judge_reason
+        return d
 
 
 def candidate_score(c: dict[str, Any]) -> float | None:
@@ -99,10 +114,62 @@ def rank_candidates(candidates: list[dict[str, Any]], pairwise: list[dict[str, A
     return sorted(scored, key=lambda c: (-candidate_score(c), -wins.get(c["id"], 0), str(c["id"])))
 
 
+TIE_BREAKABLE = ("all_tied", "margin_below_min", "pairwise_tie", "pairwise_disagree", "pairwise_unparsed")
+
+
+def check_tie_break(tie_break: str | None) -> str | None:
+    """``None``/``"none"``, ``"temperature"`` or ``"teacher:NAME"``; a ValueError otherwise."""
+    if tie_break in (None, "", "none"):
+        return None
+    if tie_break == "temperature" or (tie_break.startswith("teacher:") and len(tie_break) > len("teacher:")):
+        return tie_break
+    raise ValueError(f"must be none, temperature or teacher:NAME (got {tie_break!r})")
+
+
 def build_pair(candidates: list[dict[str, Any]], pairwise: list[dict[str, Any]] | None = None,
-               min_margin: float = 1.0) -> PairDecision:
-    """chosen = best, rejected = worst candidate, kept only under the rules above."""
-    pairwise = pairwise or []
+               min_margin: float = 1.0, tie_break: str | None = None) -> PairDecision:
+    """chosen = best, rejected = worst candidate, kept only under the rules above; where the
+    judge cannot tell them apart, ``tie_break`` may decide by design (rule 6)."""
+    d = _judged_pair(candidates, pairwise or [], min_margin)
+    if d.kept:
+        d.basis = "judge"
+    elif tie_break and d.reason in TIE_BREAKABLE:
+        return _design_pair(candidates, pairwise or [], tie_break, d)
+    return d
+
+
+def _design_rank(c: dict[str, Any], tie_break: str) -> float | None:
+    """Higher is better by design; None when the candidate has no place in that design."""
+    if tie_break == "temperature":
+        t = (c.get("params") or {}).get("temperature")
+        return -float(t) if isinstance(t, (int, float)) else None
+    return 1.0 if c.get("teacher") == tie_break.split(":", 1)[1] else 0.0
+
+
+def _design_pair(candidates: list[dict[str, Any]], pairwise: list[dict[str, Any]], tie_break: str,
+                 judged: PairDecision) -> PairDecision:
+    placed = [(r, str(c["id"]), c) for c in candidates
+              if (c.get("output") or "").strip() and (r := _design_rank(c, tie_break)) is not None]
+    placed.sort(key=lambda t: (-t[0], t[1]))
+    basis = "design:" + tie_break.split(":", 1)[0]
+
+    def no(reason: str) -> PairDecision:
+        return PairDecision(judged.chosen, judged.rejected, False, reason, judged.margin, judged.chosen_score,
+                            judged.rejected_score, judged.ranking, None, judged.reason)
+
+    if len(placed) < 2 or placed[0][0] == placed[-1][0]:
+        return no(judged.reason)  # nothing differs by design: the judge's reason stands
+    best, worst = placed[0][2], placed[-1][2]
+    if best["output"].strip() == worst["output"].strip():
+        return no("identical_outputs")
+    bs, ws = candidate_score(best), candidate_score(worst)
+    if (bs is not None and ws is not None and bs < ws) or pairwise_between(pairwise, best["id"], worst["id"]) == "loss":
+        return no("judge_contradicts_design")
+    return PairDecision(best["id"], worst["id"], True, None, None, bs, ws, judged.ranking, basis, judged.reason)
+
+
+def _judged_pair(candidates: list[dict[str, Any]], pairwise: list[dict[str, Any]], min_margin: float
+                 ) -> PairDecision:
     ranked = rank_candidates(candidates, pairwise)
     if not ranked and pairwise:
         return _pairwise_only(candidates, pairwise)

@@ -22,6 +22,7 @@ class RespondOptions:
     max_tokens: int = 512
     include_output: bool = False
     limit: int | None = None
+    records: str | None = None  # only the records in this curated file (ids)
 
 
 @dataclass
@@ -66,7 +67,7 @@ def respond(run_dir: str | Path, cfg: Any, opts: RespondOptions, *, on_progress:
     """Collect candidate responses into ``candidates.jsonl`` (resumable; see the module docstring)."""
     run_dir = Path(run_dir)
     _check_options_respond(opts)
-    recs = load_run_records(run_dir, opts.limit)
+    recs = load_run_records(run_dir, opts.limit, opts.records)
     teachers = resolve_teachers(cfg, opts.teachers, "respond")
     temps = sample_temperatures(opts.n, opts.temperatures)
     log = run_dir / store.CANDIDATES

@@ -93,7 +93,7 @@ def record_candidates(rec: Record, logged: dict[str, dict[str, Any]] | None) -> 
 
 
 def attach_judgements(rec: Record, cands: list[dict[str, Any]], judgements: dict[tuple, dict[str, Any]],
-                      min_margin: float) -> None:
+                      min_margin: float, tie_break: str | None = None) -> None:
     """Put pointwise verdicts into each candidate's ``judge``, pairwise outcomes and the pair
     decision into ``rec.judge``. Leaves a record no judge has seen untouched."""
     seen = False
@@ -120,7 +120,7 @@ def attach_judgements(rec: Record, cands: list[dict[str, Any]], judgements: dict
     if not seen:
         return
     ranked = rank_candidates(cands, pairwise)
-    decision = build_pair(cands, pairwise, min_margin)
+    decision = build_pair(cands, pairwise, min_margin, tie_break)
     task_scores = [c["judge"]["task_score"] for c in cands
                    if isinstance((c.get("judge") or {}).get("task_score"), (int, float))]
     judged = [c for c in cands if c.get("judge")]
@@ -133,14 +133,16 @@ def attach_judgements(rec: Record, cands: list[dict[str, Any]], judgements: dict
         "n_judged": len(judged),
         "n_unparsed": sum(1 for c in judged if c["judge"].get("status") == "unparsed"),
         "pairwise": pairwise,
-        "pair": dict(decision.to_dict(), min_margin=min_margin),
+        "pair": dict(decision.to_dict(), min_margin=min_margin, tie_break=tie_break),
     }
 
 
-def merge_run(run_dir: str | Path, min_margin: float = 1.0) -> list[Record]:
-    """The accepted records of a run with their candidates and judge results merged in."""
+def merge_run(run_dir: str | Path, min_margin: float = 1.0, only: set[str] | None = None,
+              tie_break: str | None = None) -> list[Record]:
+    """The accepted records of a run (those with ids in ``only``, when given) with their
+    candidates and judge results merged in."""
     run_dir = Path(run_dir)
-    records = read_records(run_dir)
+    records = [r for r in read_records(run_dir) if only is None or r.id in only]
     cands = load_candidates(run_dir)
     judgements = load_judgements(run_dir)
     out = []
@@ -148,6 +150,6 @@ def merge_run(run_dir: str | Path, min_margin: float = 1.0) -> list[Record]:
         if rec.status != "accepted":
             continue
         cl = record_candidates(rec, cands.get(rec.id))
-        attach_judgements(rec, cl, judgements, min_margin)
+        attach_judgements(rec, cl, judgements, min_margin, tie_break)
         out.append(rec)
     return out

@@ -24,13 +24,31 @@ WINDOW = 256              # units scheduled at once (the pool bounds what is in 
 Progress = Callable[[int, int, str], None]
 
 
-def load_run_records(run_dir: Path, limit: int | None) -> list[Record]:
+def load_run_records(run_dir: Path, limit: int | None, only: str | Path | None = None) -> list[Record]:
+    """The run's accepted records, in run order; with ``only``, just those whose ids are in that
+    record file (the output of ``datakit filter``/``dedup``), so later stages work on what
+    curation kept."""
     if not run_dir.is_dir():
         raise UserError("run directory not found", path=str(run_dir))
     if not (run_dir / "records.jsonl").exists():
         raise UserError("not a run directory (no records.jsonl; run `datakit generate` first)", path=str(run_dir))
     recs = [r for r in read_records(run_dir) if r.status == "accepted"]
+    if only is not None:
+        keep = selected_ids(only)
+        recs = [r for r in recs if r.id in keep]
     return recs[:limit] if limit is not None else recs
+
+
+def selected_ids(path: str | Path) -> set[str]:
+    """Ids of the records in a curated record file (JSONL or Parquet)."""
+    from datakit.records import read_table
+
+    rows = read_table(path)
+    missing = next((i for i, r in enumerate(rows, 1) if not isinstance(r.get("id"), str)), None)
+    if missing is not None:
+        raise UserError("a record without an 'id': --records needs the ids of the run's records",
+                        path=str(path), line=missing, field="id")
+    return {r["id"] for r in rows}
 
 
 async def drain(jobs: list[Callable[[], Awaitable[dict[str, Any] | None]]], log: Path,
