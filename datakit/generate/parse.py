@@ -1,9 +1,10 @@
 """Parsing teacher output: numbered task lists and instance JSON, robustly.
 
-Teachers (small local ones especially) wrap lists in chatter, number them in many styles
-("1.", "1)", "(1)", "Task 1:", "1、", "第1条：", "**1.**", "一、"), bullet them, repeat the
-template's labels, and run out of tokens mid-item. The parsers take what is usable and say
-nothing was found rather than guess.
+Teachers wrap lists in chatter, number them in many styles ("1.", "1)", "(1)", "Task 1:", "1、",
+"第1条：", "**1.**", "一、", "### 9.", "**Task 9:**"), bullet them, label them with bold
+categories, put example inputs under them, repeat the template's labels, and run out of tokens
+mid-item. The parsers take what is usable and say nothing was found rather than guess. Task
+lists are read in :mod:`datakit.generate.task_list`.
 """
 
 from __future__ import annotations
@@ -11,63 +12,10 @@ from __future__ import annotations
 import json
 import re
 
-_CN_NUM = "一二三四五六七八九十百零〇"
-_ITEM = re.compile(
-    r"^\s*(?:[-*•·]\s+)?(?:\*\*|__)?\s*"
-    r"(?:(?:task|instruction|prompt|question|任务|指令|问题)\s*#?\s*)?"
-    r"(?:第\s*)?[(（\[]?\s*(?P<num>\d{1,3}|[" + _CN_NUM + r"]{1,3})\s*[)）\]]?\s*(?:条|个|题)?\s*"
-    r"(?P<sep>[.)）:：、．]|\s-\s)\s*(?:\*\*|__)?\s*(?P<text>.*)$",
-    re.IGNORECASE)
-_BULLET = re.compile(r"^\s*[-*•·]\s+(?P<text>\S.*)$")
-_LABEL = re.compile(r"^\s*(?:\*\*)?(?:task|instruction|指令|任务)\s*[:：]\s*(?:\*\*)?\s*", re.IGNORECASE)
-_STOP_LABEL = re.compile(r"^\s*(?:\*\*)?(?:input|output|example|answer|response|solution|输入|输出|示例|例子|答案|回答)"
-                         r"\s*[:：]", re.IGNORECASE)
+from datakit.generate.task_list import TaskItem, parse_task_items, parse_task_list
 
+__all__ = ["TaskItem", "parse_instance", "parse_json_object", "parse_task_items", "parse_task_list"]
 
-def _clean(text: str) -> str:
-    text = _LABEL.sub("", text.strip())
-    text = text.strip().strip("*_`").strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'“”「":
-        text = text[1:-1].strip()
-    if len(text) >= 2 and text[0] in "“「" and text[-1] in "”」":
-        text = text[1:-1].strip()
-    return re.sub(r"\s+", " ", text)
-
-
-def parse_task_list(text: str | None, *, truncated: bool = False) -> list[str]:
-    """Instructions from a numbered (or bulleted) list; chatter before, between and after is
-    ignored. A line directly under an unfinished item (no blank line, the item not ending a
-    sentence, the line not a label like ``Input:``) continues it. When ``truncated`` (the answer hit max_tokens) the last item is dropped: it may be cut."""
-    if not text:
-        return []
-    items: list[list[str]] = []
-    current: list[str] | None = None
-    numbered_seen = any(_ITEM.match(line) for line in text.splitlines())
-    for line in text.splitlines():
-        if not line.strip():
-            current = None
-            continue
-        m = _ITEM.match(line) if numbered_seen else _BULLET.match(line)
-        if m:
-            current = [m.group("text")]
-            items.append(current)
-        elif _STOP_LABEL.match(line):
-            current = None
-        elif current is not None and not current[-1].rstrip().rstrip("*_\"'”」").endswith(_TERMINAL):
-            current.append(line.strip())
-        else:
-            current = None
-    if truncated and items:
-        items.pop()
-    out = []
-    for parts in items:
-        t = _clean(" ".join(parts))
-        if t:
-            out.append(t)
-    return out
-
-
-_TERMINAL = tuple(".!?。！？…")
 _FENCE = re.compile(r"```(?:json|JSON)?\s*(.*?)```", re.DOTALL)
 
 

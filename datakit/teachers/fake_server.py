@@ -55,19 +55,41 @@ _AUDIENCES = ["a ten-year-old", "a busy manager", "new employees", "retirees", "
               "amateur astronomers", "a book club", "skeptical teenagers"]
 
 
+def canned_task(rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.06:
+        return f"Draw a picture of {rng.choice(_TOPICS)}."          # blacklisted
+    if roll < 0.10:
+        return "Do it."                                              # too short
+    return (f"{rng.choice(_VERBS)} {rng.choice(_THINGS)} about {rng.choice(_TOPICS)} "
+            f"for {rng.choice(_AUDIENCES)}.")
+
+
 def canned_task_list(rng: random.Random, n: int = 8) -> str:
     lines = [f"Sure! Here are {n} new tasks:", ""]
     for i in range(1, n + 1):
-        roll = rng.random()
-        if roll < 0.06:
-            task = f"Draw a picture of {rng.choice(_TOPICS)}."          # blacklisted
-        elif roll < 0.10:
-            task = "Do it."                                              # too short
-        else:
-            task = (f"{rng.choice(_VERBS)} {rng.choice(_THINGS)} about {rng.choice(_TOPICS)} "
-                    f"for {rng.choice(_AUDIENCES)}.")
-        lines.append(f"{i}. {task}")
+        lines.append(f"{i}. {canned_task(rng)}")
     lines += ["", "I hope these tasks are useful!"]
+    return "\n".join(lines)
+
+
+_CATEGORIES = ["Creative Writing", "Explanation", "Planning", "Persuasion", "Education", "Analysis"]
+# How strong hosted (GPT-4 class) teachers often lay out a list, each as the lines of item i.
+HOSTED_STYLES: dict[str, Callable[[int, str, str, str], list[str]]] = {
+    "heading": lambda i, task, cat, topic: [f"### {i}. {task}", ""],
+    "heading_title": lambda i, task, cat, topic: [f"### Task {i}: {cat}", task, ""],
+    "bold_label": lambda i, task, cat, topic: [f"{i}. **{cat}**: {task}"],
+    "bold_task": lambda i, task, cat, topic: [f"**Task {i}:**", task, ""],
+    "label_input": lambda i, task, cat, topic: [f"{i}. **{cat}** - {task}", f'   Input: "Notes on {topic}."'],
+}
+
+
+def hosted_task_list(rng: random.Random, style: str, n: int = 8, first: int = 9) -> str:
+    """The tasks of :func:`canned_task_list` laid out in one of ``HOSTED_STYLES``."""
+    lines = [f"Sure! Here are {n} new tasks, numbered from {first}:", ""]
+    for i in range(first, first + n):
+        lines += HOSTED_STYLES[style](i, canned_task(rng), rng.choice(_CATEGORIES), rng.choice(_TOPICS))
+    lines += ["", "Let me know if you would like more tasks in any category!"]
     return "\n".join(lines)
 
 
@@ -77,14 +99,28 @@ def canned_instance(rng: random.Random) -> str:
                                  f"and {rng.choice(_THINGS)} (#{rng.randrange(10**6)})."})
 
 
+def _body_rng(body: dict[str, Any]) -> random.Random:
+    return random.Random(hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest())
+
+
+def _wants_json(body: dict[str, Any]) -> bool:
+    return body.get("response_format", {}).get("type") in ("json_object", "json_schema")
+
+
 def default_responder(body: dict[str, Any]) -> str:
     """Deterministic answers shaped like what datakit's prompts ask for: a JSON object when JSON
     mode is requested, else a numbered task list with some chatter and some bad tasks."""
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).digest()
-    rng = random.Random(digest)
-    if body.get("response_format", {}).get("type") in ("json_object", "json_schema"):
-        return canned_instance(rng)
-    return canned_task_list(rng)
+    rng = _body_rng(body)
+    return canned_instance(rng) if _wants_json(body) else canned_task_list(rng)
+
+
+def hosted_responder(styles: tuple[str, ...] = tuple(HOSTED_STYLES)) -> Responder:
+    """Like :func:`default_responder`, but each task list is laid out in one of ``styles``
+    (picked per request), as strong hosted teachers write them."""
+    def respond(body: dict[str, Any]) -> str:
+        rng = _body_rng(body)
+        return canned_instance(rng) if _wants_json(body) else hosted_task_list(rng, rng.choice(styles))
+    return respond
 
 
 @dataclass
@@ -315,10 +351,13 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(f"--rate-{name}", type=float, default=0.0)
     p.add_argument("--retry-after", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lists", choices=["plain", "hosted"], default="plain",
+                   help="task lists numbered plainly, or laid out as hosted teachers do (headings, bold labels)")
     a = p.parse_args(argv)
     faults = Faults(a.rate_429, a.rate_500, a.rate_hang, a.rate_drop, a.rate_garbage, a.retry_after,
                     rate_400=a.rate_400)
-    srv = FakeOpenAIServer(port=a.port, latency=a.latency, faults=faults, api_key=a.api_key, seed=a.seed)
+    srv = FakeOpenAIServer(port=a.port, latency=a.latency, faults=faults, api_key=a.api_key, seed=a.seed,
+                           responder=hosted_responder() if a.lists == "hosted" else None)
 
     async def run() -> None:
         await srv.serve()
