@@ -5,6 +5,7 @@
 #   make test      the whole test suite
 #   make bench     the CPU benchmarks (tables; results go in BENCHMARKS.md by hand)
 #   make finetune  MODEL=<hub id, folder or .gguf> DATA=<sft.jsonl|dpo.jsonl> on a GPU box
+#   make demo      the whole pipeline on the bundled teacher, then the data card (Makefile.demo)
 
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
@@ -46,3 +47,4 @@ bench:
 	$(PYTHON) bench/bench_judge_export.py
 
 -include Makefile.finetune
+-include Makefile.demo

@@ -94,3 +94,65 @@ def log_stage(run_dir: str | Path, entry: dict[str, Any]) -> None:
     cost and counts per stage). The log is append-only and fsync'd like every other log."""
     with JsonlAppender(Path(run_dir) / STAGES) as app:
         app.write_batch([entry])
+
+
+# --------------------------------------------------------------------------- one writer
+
+LOCK = ".lock"
+
+
+class RunLock:
+    """The exclusive writer lock of a run directory.
+
+    A kernel lock (``flock``) on ``RUN/.lock``: it dies with its process, so a writer killed
+    with SIGKILL never blocks the next one, with no stale pid file to guess about. The file
+    also names the holder (command, pid, start time) for the refusal message of a second
+    writer. Readers (export, report, filter) take no lock: logs are append-only and a reader
+    skips a torn last line, so it never sees a half-written record.
+    """
+
+    def __init__(self, run_dir: str | Path, command: str):
+        self.run_dir, self.command = Path(run_dir), command
+        self._fd: int | None = None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        import os
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise UserError(f"{self.run_dir} is in use by {holder}") from None
+        os.ftruncate(fd, 0)
+        info = {"command": self.command, "pid": os.getpid(), "since": time.strftime("%H:%M:%S"),
+                "date": time.strftime("%Y-%m-%d")}
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        import os
+
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _read_holder(fd: int) -> str:
+    import os
+
+    try:
+        info = json.loads(os.pread(fd, 4096, 0) or b"{}")
+        return f"{info['command']} (pid {info['pid']}, since {info['since']})"
+    except (ValueError, KeyError, OSError):
+        return "another datakit process"

@@ -37,7 +37,7 @@ from datakit.errors import UserError
 from datakit.generate.parse import parse_instance, parse_task_list
 from datakit.prompts import load_prompt
 from datakit.records import JsonlAppender, Record, Verdict, read_jsonl
-from datakit.runs import RunDir
+from datakit.runs import RunDir, RunLock
 from datakit.seeds import SeedTask, load_seeds
 from datakit.teachers.pool import TeacherPool, TeacherStats
 
@@ -340,7 +340,8 @@ async def generate(cfg: DatakitConfig, run: RunDir, *, command: str = "datakit g
         return GenerateSummary(run_dir=str(run.path), accepted=state["accepted"], rounds=state["round"],
                                rejected=Counter(state["rejected"]), totals=state.get("teachers", {}),
                                resumed_from_round=state["round"])
-    run.prepare(cfg.snapshot(), command)
-    async with open_teachers(cfg, run.cache_path, log_dir=run.path, on_status=on_status) as pool:
-        loop = SelfInstruct(cfg, run, pool, on_progress)
-        return await loop.run_all()
+    with RunLock(run.path, " ".join(command.split()[:2])):
+        run.prepare(cfg.snapshot(), command)
+        async with open_teachers(cfg, run.cache_path, log_dir=run.path, on_status=on_status) as pool:
+            loop = SelfInstruct(cfg, run, pool, on_progress)
+            return await loop.run_all()

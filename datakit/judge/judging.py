@@ -26,6 +26,7 @@ from datakit.judge.parse import ASPECTS, parse_pairwise, parse_pointwise
 from datakit.judge.work import Progress, drain, load_run_records, open_pool, resolve_teachers
 from datakit.prompts import load_prompt
 from datakit.records import Record, write_table
+from datakit.runs import RunLock
 
 POINTWISE_PROMPT = "judge_pointwise"   # prompts/judge_pointwise.txt ($task, $response)
 PAIRWISE_PROMPT = "judge_pairwise"     # prompts/judge_pairwise.txt ($task, $response_a, $response_b)
@@ -243,38 +244,39 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
     run_dir = Path(run_dir)
     _check_options_judge(opts)
     recs = load_run_records(run_dir, opts.limit, opts.records)
-    judge_name = _judge_name(cfg, opts)
-    log = run_dir / store.JUDGEMENTS
-    res = JudgeResult(judged_path=run_dir / store.JUDGED, n_records=len(recs))
-    logged_cands = store.load_candidates(run_dir)
-    cand_lists = {r.id: store.record_candidates(r, logged_cands.get(r.id)) for r in recs}
+    with RunLock(run_dir, "datakit judge"):  # one writer per run directory
+        judge_name = _judge_name(cfg, opts)
+        log = run_dir / store.JUDGEMENTS
+        res = JudgeResult(judged_path=run_dir / store.JUDGED, n_records=len(recs))
+        logged_cands = store.load_candidates(run_dir)
+        cand_lists = {r.id: store.record_candidates(r, logged_cands.get(r.id)) for r in recs}
 
-    async def run_phase(plan: _Plan, what: str) -> None:
-        res.planned += plan.planned
-        res.skipped += plan.skipped
-        if on_progress:
-            on_progress(plan.skipped, plan.planned, what)
-        d, _, f = await drain(plan.jobs, log, on_progress, what, plan.planned, plan.skipped)
-        res.done += d
-        res.failed += f
+        async def run_phase(plan: _Plan, what: str) -> None:
+            res.planned += plan.planned
+            res.skipped += plan.skipped
+            if on_progress:
+                on_progress(plan.skipped, plan.planned, what)
+            d, _, f = await drain(plan.jobs, log, on_progress, what, plan.planned, plan.skipped)
+            res.done += d
+            res.failed += f
 
-    async def main() -> None:
-        async with open_pool(cfg, run_dir, on_status) as pool:
-            asker = _Asker(pool, judge_name, opts)
-            if opts.mode in ("pointwise", "both"):
-                plan = _pointwise_plan(recs, cand_lists, store.load_judgements(run_dir), asker)
-                await run_phase(plan, "judge: pointwise")
-            if opts.mode in ("pairwise", "both"):
-                plan = _pairwise_plan(recs, cand_lists, store.load_judgements(run_dir), asker, opts.max_pairs)
-                await run_phase(plan, "judge: pairwise")
-            res.teacher_rows = pool.summary_rows()
+        async def main() -> None:
+            async with open_pool(cfg, run_dir, on_status) as pool:
+                asker = _Asker(pool, judge_name, opts)
+                if opts.mode in ("pointwise", "both"):
+                    plan = _pointwise_plan(recs, cand_lists, store.load_judgements(run_dir), asker)
+                    await run_phase(plan, "judge: pointwise")
+                if opts.mode in ("pairwise", "both"):
+                    plan = _pairwise_plan(recs, cand_lists, store.load_judgements(run_dir), asker, opts.max_pairs)
+                    await run_phase(plan, "judge: pairwise")
+                res.teacher_rows = pool.summary_rows()
 
-    asyncio.run(main())
-    merged = store.merge_run(run_dir, opts.min_margin, {r.id for r in recs} if opts.records else None,
-                             opts.tie_break)
-    write_table(res.judged_path, [r.to_dict() for r in merged])
-    _summarise(merged, res)
-    return res
+        asyncio.run(main())
+        merged = store.merge_run(run_dir, opts.min_margin, {r.id for r in recs} if opts.records else None,
+                                 opts.tie_break)
+        write_table(res.judged_path, [r.to_dict() for r in merged])
+        _summarise(merged, res)
+        return res
 
 
 def _summarise(merged: list[Record], res: JudgeResult) -> None:

@@ -13,6 +13,7 @@ from datakit.export.formats import user_content
 from datakit.judge import store
 from datakit.judge.work import Progress, drain, load_run_records, open_pool, resolve_teachers
 from datakit.records import JsonlAppender, Record
+from datakit.runs import RunLock
 
 @dataclass
 class RespondOptions:
@@ -68,59 +69,60 @@ def respond(run_dir: str | Path, cfg: Any, opts: RespondOptions, *, on_progress:
     run_dir = Path(run_dir)
     _check_options_respond(opts)
     recs = load_run_records(run_dir, opts.limit, opts.records)
-    teachers = resolve_teachers(cfg, opts.teachers, "respond")
-    temps = sample_temperatures(opts.n, opts.temperatures)
-    log = run_dir / store.CANDIDATES
-    have = store.load_candidates(run_dir)
-    res = RespondResult(path=log, n_records=len(recs))
+    with RunLock(run_dir, "datakit respond"):  # one writer per run directory
+        teachers = resolve_teachers(cfg, opts.teachers, "respond")
+        temps = sample_temperatures(opts.n, opts.temperatures)
+        log = run_dir / store.CANDIDATES
+        have = store.load_candidates(run_dir)
+        res = RespondResult(path=log, n_records=len(recs))
 
-    extra_rows = []
-    units: list[tuple[Record, str, int]] = []
-    for rec in recs:
-        got = have.get(rec.id, {})
-        if opts.include_output and (rec.output or "").strip():
-            res.planned += 1
-            if store.OUTPUT_CANDIDATE in got:
-                res.skipped += 1
-            else:
-                row = store.output_candidate(rec)
-                extra_rows.append({"record_id": rec.id, **row})
-        for t in teachers:
-            for k in range(opts.n):
+        extra_rows = []
+        units: list[tuple[Record, str, int]] = []
+        for rec in recs:
+            got = have.get(rec.id, {})
+            if opts.include_output and (rec.output or "").strip():
                 res.planned += 1
-                if f"{t}#{k}" in got:
+                if store.OUTPUT_CANDIDATE in got:
                     res.skipped += 1
                 else:
-                    units.append((rec, t, k))
-    if extra_rows:
-        with JsonlAppender(log) as app:
-            app.write_batch(extra_rows)
-        res.done += len(extra_rows)
-    if on_progress:
-        on_progress(res.skipped + res.done, res.planned, "respond")
-    if not units:
+                    row = store.output_candidate(rec)
+                    extra_rows.append({"record_id": rec.id, **row})
+            for t in teachers:
+                for k in range(opts.n):
+                    res.planned += 1
+                    if f"{t}#{k}" in got:
+                        res.skipped += 1
+                    else:
+                        units.append((rec, t, k))
+        if extra_rows:
+            with JsonlAppender(log) as app:
+                app.write_batch(extra_rows)
+            res.done += len(extra_rows)
+        if on_progress:
+            on_progress(res.skipped + res.done, res.planned, "respond")
+        if not units:
+            return res
+
+        async def main() -> None:
+            async with open_pool(cfg, run_dir, on_status) as pool:
+                def job(rec: Record, t: str, k: int) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+                    async def run() -> dict[str, Any] | None:
+                        params = {"temperature": temps[k], "max_tokens": opts.max_tokens}
+                        r = await pool.chat("respond", respond_messages(rec), params=params, json_mode=False,
+                                            salt=f"respond#{k}", teacher=None if t == "local" else t)
+                        if not r.ok or not (r.text or "").strip():
+                            return None
+                        return {"record_id": rec.id, "id": f"{t}#{k}", "output": r.text.strip(), "teacher": r.teacher,
+                                "model": r.model, "params": r.params, "cached": r.cached, "usage": r.usage,
+                                "finish_reason": r.finish_reason}
+                    return run
+
+                jobs = [job(*u) for u in units]
+                d, c, f = await drain(jobs, log, on_progress, "respond", res.planned, res.skipped + res.done)
+                res.done += d
+                res.cached += c
+                res.failed += f
+                res.teacher_rows = pool.summary_rows()
+
+        asyncio.run(main())
         return res
-
-    async def main() -> None:
-        async with open_pool(cfg, run_dir, on_status) as pool:
-            def job(rec: Record, t: str, k: int) -> Callable[[], Awaitable[dict[str, Any] | None]]:
-                async def run() -> dict[str, Any] | None:
-                    params = {"temperature": temps[k], "max_tokens": opts.max_tokens}
-                    r = await pool.chat("respond", respond_messages(rec), params=params, json_mode=False,
-                                        salt=f"respond#{k}", teacher=None if t == "local" else t)
-                    if not r.ok or not (r.text or "").strip():
-                        return None
-                    return {"record_id": rec.id, "id": f"{t}#{k}", "output": r.text.strip(), "teacher": r.teacher,
-                            "model": r.model, "params": r.params, "cached": r.cached, "usage": r.usage,
-                            "finish_reason": r.finish_reason}
-                return run
-
-            jobs = [job(*u) for u in units]
-            d, c, f = await drain(jobs, log, on_progress, "respond", res.planned, res.skipped + res.done)
-            res.done += d
-            res.cached += c
-            res.failed += f
-            res.teacher_rows = pool.summary_rows()
-
-    asyncio.run(main())
-    return res
