@@ -76,7 +76,8 @@ def lineage_cost(rep: dict[str, Any], card: Card) -> dict[str, Any]:
     rows = _usage_rows(cost)
     if rows:
         blocks.append(table(["stage", "teacher", *USAGE_KEYS, "from"], rows))
-        blocks.append(note("n/a: not recorded by that stage's files (stages.jsonl gives every counter)."))
+        if any(c is None or c == "n/a" for r in rows for c in r):
+            blocks.append(note("n/a: not recorded by that stage's files (stages.jsonl gives every counter)."))
     else:
         blocks.append(note("No usage recorded (no state.json counters, no stages.jsonl)."))
     wall = [[s, f"{w:,.1f} s"] for s, w in cost["wall_s"].items()]
@@ -84,8 +85,11 @@ def lineage_cost(rep: dict[str, Any], card: Card) -> dict[str, Any]:
     wall += [[f"train ({v['dir']})", f"{v['wall_s']:,.1f} s"] for v in rep["validation"]
              if v.get("wall_s") is not None and "train" not in cost["wall_s"]]
     blocks.append(table(["stage", "wall time"], wall) if wall else note("Wall time per stage: unavailable (no stages.jsonl)."))
-    if not blocks:
-        blocks = [not_run("generate", "datakit generate --out RUN")]
+    log = cost["stage_log"]
+    if log:
+        blocks.append(table(["stage log (stages.jsonl)", "started", "wall time", "command"],
+                            [[r["stage"], r.get("started") or "", "" if r.get("wall_s") is None else f"{r['wall_s']:,.1f} s",
+                              " ".join(map(str, r.get("argv") or []))[:120]] for r in log]))
     return {"id": "lineage", "title": "Lineage and cost", "blocks": blocks}
 
 
