@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -32,7 +33,7 @@ def test_json_in_prose_and_code_fence():
 
 
 @pytest.mark.parametrize("raw,expected", [
-    ("eight", 8), ("Eight", 8), ("8/10", 8), ("8 out of 10", 8), ("4/5", 8), ("7.5", 7.5),
+    ("eight", 8), ("Eight", 8), ("8/10", 8), ("8 out of 10", 8), ("Good (8/10)", 8), ("7.5", 7.5),
     ("八", 8), ("八分", 8), ("十", 10), ("score: 9", 9), (9, 9), ("ten", 10),
 ])
 def test_scores_as_words_and_fractions(raw, expected):
@@ -43,7 +44,8 @@ def test_scores_as_words_and_fractions(raw, expected):
     assert v.aspects["helpfulness"]["score"] == expected and v.status == "ok"
 
 
-@pytest.mark.parametrize("bad", [0, 11, -3, "11/10", "zero", "twelve", "n/a", None, True, "excellent"])
+@pytest.mark.parametrize("bad", [0, 11, -3, "11/10", "zero", "twelve", "n/a", None, True, "excellent",
+                                 "4/5", "85/100", "7-8", "one of the best", "十分准确", "not a 10"])
 def test_out_of_range_or_not_a_number_is_invalid_not_clipped(bad):
     d = full(6)
     d["correctness"]["score"] = bad
@@ -151,3 +153,76 @@ def test_any_text_parses_without_crashing_and_scores_stay_in_range(text):
     if v.score is not None:
         assert 1 <= v.score <= 10
     assert parse_pairwise(text) in ("A", "B", "tie", None)
+
+
+# --------------------------------------------------------------------------- issue 13: no invented scores
+
+CORPUS = Path(__file__).parent / "data" / "judge_answers.jsonl"
+ITEMS = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
+POINTWISE = [it for it in ITEMS if it["kind"] == "pointwise"]
+PAIRWISE = [it for it in ITEMS if it["kind"] == "pairwise"]
+
+
+def _read(text: str) -> dict[str, float]:
+    return {a: d["score"] for a, d in parse_pointwise(text).aspects.items() if a != "overall"}
+
+
+@pytest.mark.parametrize("text,aspect,score", [
+    ("Helpfulness: this one is an 8/10", "helpfulness", 8),          # "one" was read as 1
+    ("有用性：这是一个很好的回答，8分", "helpfulness", 8),            # "一" was read as 1
+    ("有用性：十分准确，得分7分", "helpfulness", 7),                  # "十分" (very) was read as 10
+])
+def test_issue_13_examples_read_the_marked_score(text, aspect, score):
+    assert _read(text) == {aspect: score}
+
+
+@pytest.mark.parametrize("text", [
+    "Helpfulness: this one is great", "有用性：这是一个很好的回答", "有用性：十分准确",
+    "Helpfulness: 3 examples are given", "Helpfulness: 7-8/10", "有用性：七八分", "Helpfulness: not a 10",
+    "Helpfulness: at least 7/10", "有用性：不到6分", "Helpfulness: 4/5", "Using a 5-point scale:\nHelpfulness: 4",
+    "Helpfulness: 8/10, though I would have given 9/10 with examples", "- clear\nScore: 6/10",
+])
+def test_no_score_where_none_is_given_as_one(text):
+    v = parse_pointwise(text)
+    assert v.aspects == {} and v.status == "unparsed" and v.score is None
+
+
+def test_corpus_is_large_and_varied():
+    assert len(POINTWISE) >= 200 and len(PAIRWISE) >= 40
+    assert {it["lang"] for it in ITEMS} == {"en", "zh", "mixed"}
+    shapes = {it["shape"].split("-")[0] for it in POINTWISE}
+    assert {"json", "md", "prose", "table", "headings", "zh"} <= shapes
+    assert sum(it["truth"][a] == "missing" for it in POINTWISE for a in ASPECTS) >= 300
+
+
+@pytest.mark.parametrize("item", POINTWISE, ids=[it["id"] for it in POINTWISE])
+def test_corpus_pointwise_exact(item):
+    """Every score the text gives is recovered exactly; where it gives none (or the rules leave
+    it unread, listed in ``unread``), none is reported."""
+    want = {a: t for a, t in item["truth"].items() if t != "missing" and a not in item.get("unread", ())}
+    assert _read(item["text"]) == want
+
+
+@pytest.mark.parametrize("item", PAIRWISE, ids=[it["id"] for it in PAIRWISE])
+def test_corpus_pairwise_exact(item):
+    assert parse_pairwise(item["text"]) == item["truth"]
+
+
+def test_corpus_invents_nothing():
+    invented = []
+    for it in POINTWISE:
+        for a, read in _read(it["text"]).items():
+            if it["truth"][a] == "missing" or read != it["truth"][a]:
+                invented.append((it["id"], a, read))
+    invented += [(it["id"], w) for it in PAIRWISE if (w := parse_pairwise(it["text"])) not in (None, it["truth"])]
+    assert invented == []
+
+
+@pytest.mark.parametrize("text,winner", [
+    ("回答B比回答A更好。", "B"), ("回答A不如回答B。", "B"), ("B is the better response.", "B"),
+    ("Neither response A nor response B is better; they are equally helpful.", "tie"),
+    ("I would not say Response A is better. Response B is better.", "B"),
+    ("A is the winner — the two aren't a tie.", "A"), ("Response A is better. Response B is better.", None),
+])
+def test_pairwise_no_guessing(text, winner):
+    assert parse_pairwise(text) == winner

@@ -10,6 +10,12 @@ accept all of that and say exactly what they found:
   one usable response score). Scores outside 1..10 are *invalid*, never clipped. A missing
   aspect is *missing*, never filled with a default.
 * :func:`parse_pairwise` returns ``"A"``, ``"B"``, ``"tie"`` or ``None`` (unparsed).
+
+Without JSON, a number is a score only where the text gives it as one ("8/10", "8分",
+"score: 8", the value right after an aspect's label): "this one", 一个, 十分准确, "step 1", ranges,
+negated scores and other scales are never read. :mod:`datakit.judge.textscore` states the rules,
+:mod:`datakit.judge.textlines` which aspect a score belongs to; a disagreement means no score.
+``tests/data/judge_answers.jsonl`` is the corpus that holds them to it.
 """
 
 from __future__ import annotations
@@ -20,28 +26,13 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
 
-# The rubric. Response aspects make a candidate's score; task aspects judge the instruction
-# itself (is it clear, can a text-only model do it) and are kept per record.
-RESPONSE_ASPECTS = ("instruction_following", "helpfulness", "correctness", "harmlessness")
-TASK_ASPECTS = ("clarity", "feasibility")
-ASPECTS = RESPONSE_ASPECTS + TASK_ASPECTS
-SCORE_MIN, SCORE_MAX = 1, 10
+from datakit.judge.rubric import (ASPECTS, RESPONSE_ASPECTS, SCORE_MAX, SCORE_MIN, TASK_ASPECTS, _norm_key,
+                                  aspect_name)
+from datakit.judge.textlines import collect_text
+from datakit.judge.textscore import declared_scale, normalise, read_value
 
-# Names a judge may use for an aspect (normalised: lower case, no spaces/underscores/dashes).
-_ALIASES: dict[str, str] = {}
-for _name, _alts in {
-    "instruction_following": ["instructionfollowing", "instructions", "following", "adherence",
-                              "instructionadherence", "compliance", "指令遵循", "遵循指令",
-                              "指令跟随", "遵循度", "指令遵从"],
-    "helpfulness": ["helpfulness", "helpful", "usefulness", "有用性", "帮助性", "有帮助性", "实用性"],
-    "correctness": ["correctness", "correct", "accuracy", "factuality", "正确性", "准确性", "准确度"],
-    "harmlessness": ["harmlessness", "harmless", "safety", "无害性", "安全性", "无害"],
-    "clarity": ["clarity", "taskclarity", "clear", "清晰度", "清晰性", "明确性", "任务清晰度"],
-    "feasibility": ["feasibility", "taskfeasibility", "feasible", "可行性", "任务可行性"],
-}.items():
-    _ALIASES[_name.replace("_", "")] = _name
-    for _a in _alts:
-        _ALIASES[_a] = _name
+__all__ = ["ASPECTS", "RESPONSE_ASPECTS", "TASK_ASPECTS", "SCORE_MIN", "SCORE_MAX", "aspect_name", "parse_score",
+           "extract_json", "PointwiseVerdict", "parse_pointwise", "parse_pairwise"]
 
 _OVERALL_KEYS = {"overall", "score", "overallscore", "total", "final", "finalscore", "总分", "总体",
                  "综合", "综合评分", "总评"}
@@ -49,88 +40,22 @@ _RATIONALE_KEYS = ("rationale", "reason", "reasoning", "explanation", "justifica
                    "理由", "原因", "解释", "说明")
 _SCORE_KEYS = ("score", "rating", "value", "grade", "分数", "评分", "得分")
 
-_EN_NUMBERS = {
-    "zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
-    "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
-}
-_ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
-              "七": 7, "八": 8, "九": 9}
 
+def parse_score(value: Any, scale: float = 10) -> float | None:
+    """The score one value gives: 8, "8", "8/10", "eight", "8 out of 10", "八分", "7.5", "Good (8/10)".
 
-def _norm_key(key: str) -> str:
-    key = unicodedata.normalize("NFKC", str(key)).strip().lower()
-    return re.sub(r"[\s_\-:：/]+", "", key)
-
-
-def aspect_name(key: str) -> str | None:
-    """The rubric aspect a judge's key means, or None."""
-    return _ALIASES.get(_norm_key(key))
-
-
-def _zh_number(text: str) -> int | None:
-    """Chinese numerals up to 十几 / 几十: 八 → 8, 十 → 10, 十一 → 11, 二十 → 20."""
-    if not text:
-        return None
-    if "十" in text:
-        left, _, right = text.partition("十")
-        tens = _ZH_DIGITS.get(left, None) if left else 1
-        ones = _ZH_DIGITS.get(right, None) if right else 0
-        if tens is None or ones is None:
-            return None
-        return tens * 10 + ones
-    if len(text) == 1 and text in _ZH_DIGITS:
-        return _ZH_DIGITS[text]
-    return None
-
-
-_NUM_RE = re.compile(
-    r"(?P<num>-?\d+(?:\.\d+)?|[零〇一二两三四五六七八九十]+|"
-    r"\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b)"
-    r"(?:\s*(?:/|out\s+of|of)\s*(?P<den>\d+(?:\.\d+)?|ten|十))?",
-    re.IGNORECASE,
-)
-
-
-def parse_score(value: Any) -> float | None:
-    """A score from what a judge wrote: 8, "8", "8/10", "eight", "8 out of 10", "八分", "7.5".
-
-    Returns the number on the 1..10 scale, or None when there is no number. A fraction with a
-    denominator other than 10 is rescaled to 10 (4/5 → 8). Range is *not* checked here.
+    Returns the number, or None when the value gives no score as a score (see
+    :mod:`datakit.judge.textscore`: "4/5" and "85/100" are None, never rescaled; "one of the
+    best" is None). ``scale``: the one the whole answer declares ("on a 1-5 scale"); on any other
+    than 10 only an explicit "N/10" is read. Range is *not* checked here.
     """
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
-        return float(value)
+        return float(value) if scale == 10 else None
     if not isinstance(value, str):
         return None
-    text = unicodedata.normalize("NFKC", value).strip()
-    m = _NUM_RE.search(text)
-    if not m:
-        return None
-    raw = m.group("num")
-    num = _word_or_number(raw)
-    if num is None:
-        return None
-    den_raw = m.group("den")
-    if den_raw:
-        den = _word_or_number(den_raw)
-        if not den:
-            return None
-        if den != 10:
-            num = num * 10.0 / den
-    return float(num)
-
-
-def _word_or_number(raw: str) -> float | None:
-    raw = raw.strip()
-    low = raw.lower()
-    if low in _EN_NUMBERS:
-        return float(_EN_NUMBERS[low])
-    try:
-        return float(raw)
-    except ValueError:
-        z = _zh_number(raw)
-        return float(z) if z is not None else None
+    return read_value(value, scale)
 
 
 # --------------------------------------------------------------------------- JSON extraction
@@ -279,48 +204,30 @@ def _collect_from_json(obj: dict[str, Any]) -> tuple[dict[str, tuple[Any, str]],
     return found, overall
 
 
-# "Helpfulness: 8/10 - clear and complete" / "**有用性**：8分，理由……" / "- correctness (7): ..."
-_LINE_RE = re.compile(
-    r"^[ \t>*\-#\d.)]*\**[ \t]*(?P<key>[A-Za-z][A-Za-z _\-]{2,40}?|[\u4e00-\u9fff]{2,8})[ \t]*\**[ \t]*"
-    r"(?:[:：=\-–(（]|\bscore\b|得分|评分)[ \t]*\**[ \t]*(?P<val>[^\n,，;；。]*?(?:\d+(?:\.\d+)?|[零一二两三四五六七八九十]+|"
-    r"\b(?:zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve)\b)"
-    r"(?:[ \t]*(?:/|out[ \t]+of)[ \t]*\d+)?)[ \t]*(?:分)?[)）]?[ \t]*\**[ \t]*(?:[-–—:：,，.;；][ \t]*)?(?P<why>.*)$",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-def _collect_from_text(text: str) -> dict[str, tuple[Any, str]]:
-    found: dict[str, tuple[Any, str]] = {}
-    for m in _LINE_RE.finditer(unicodedata.normalize("NFKC", text)):
-        name = aspect_name(m.group("key"))
-        if name and name not in found:
-            found[name] = (m.group("val"), m.group("why").strip())
-    return found
+def _aspects_in(text: str) -> tuple[dict[str, tuple[float | None, Any, str]], Any, str]:
+    """aspect → (score or None, what the judge wrote, rationale), the overall value, and the source."""
+    obj = extract_json(text)
+    if obj is not None:
+        raw, overall = _collect_from_json(obj)
+        if raw or overall is not None:
+            scale = declared_scale(normalise(text))
+            return {a: (parse_score(v, scale), v, why) for a, (v, why) in raw.items()}, overall, "json"
+    found = collect_text(text)
+    return found, None, "text" if found else ("json" if obj is not None else "none")
 
 
 def parse_pointwise(text: str | None, aspects: tuple[str, ...] = ASPECTS) -> PointwiseVerdict:
     """Parse a pointwise rubric judgement (see the module docstring for the rules)."""
     if text is None or not str(text).strip():
         return PointwiseVerdict("unparsed", None, missing=list(aspects), error="empty judge output")
-    obj = extract_json(text)
-    source = "json"
-    overall_raw = None
-    if obj is not None:
-        found, overall_raw = _collect_from_json(obj)
-        if not found and overall_raw is None:
-            found = _collect_from_text(text)
-            source = "text" if found else "json"
-    else:
-        found = _collect_from_text(text)
-        source = "text" if found else "none"
+    found, overall_raw, source = _aspects_in(str(text))
 
     parsed: dict[str, dict[str, Any]] = {}
     invalid: dict[str, Any] = {}
     for name in aspects:
         if name not in found:
             continue
-        raw, why = found[name]
-        s = parse_score(raw)
+        s, raw, why = found[name]
         if s is None or not (SCORE_MIN <= s <= SCORE_MAX):
             invalid[name] = raw
             continue
@@ -367,19 +274,73 @@ def _winner_value(v: Any) -> str | None:
     return None
 
 
-_TEXT_PATTERNS = [
-    (re.compile(r"\[\[\s*(A|B|tie|C)\s*\]\]", re.IGNORECASE), None),
-    (re.compile(r"(?:winner|better|preferred|verdict|choice)\s*(?:response|answer)?\s*(?:is|:|：|=)\s*\**\s*"
-                r"(?:response|answer)?\s*\**\s*\b(A|B|tie)\b", re.IGNORECASE), None),
-    (re.compile(r"\b(?:response|answer)\s+(A|B)\s+is\s+(?:better|preferred|superior)", re.IGNORECASE), None),
-    (re.compile(r"(?:回答|答案|回复)?\s*([AB甲乙])\s*(?:更好|更佳|较好|胜出|更优)"), None),
-    (re.compile(r"(?:胜者|更好的是|选择)\s*[:：是为]?\s*(?:回答|答案|回复)?\s*([AB甲乙])"), None),
-    (re.compile(r"\b(tie)\b|平局|不分上下|同样好", re.IGNORECASE), "tie"),
+_SIDE = r"(?:(?:response|answer|assistant|output|回答|答案|回复)\s*)?(?P<s>(?-i:A|B)|甲|乙)(?![A-Za-z])"
+# A final verdict: "[[B]]", "Winner: A", "the better response is B", "最终选择：乙".
+_VERDICT = re.compile(
+    r"\[\[\s*(?P<v>A|B|C|tie)\s*\]\]|(?:\bwinner|\bverdict|\bfinal\s+(?:verdict|answer|choice|decision)|"
+    r"\bbetter\s+(?:response|answer)|\bpreferred\s+(?:response|answer)|\bmy\s+choice|\bchoice|胜者|获胜者|"
+    r"最终(?:结论|选择|判断|裁决)|结论|判定|更好的(?:是|回答是|回答))[\"']?\s*(?:is|:|=|是|为)?\s*:?\s*"
+    r"[\"']?(?:(?:response|answer|回答|答案|回复)\s*)?(?P<w>(?-i:A|B)|tie|平局|甲|乙)(?![A-Za-z])", re.IGNORECASE)
+# Weaker statements, each pattern with the side it names: "Response A is better", "I prefer B",
+# "A is worse than B", "B比A更好", "A不如B".
+_BETTER = r"(?:clearly\s+|slightly\s+|much\s+|far\s+|somewhat\s+|significantly\s+)?(?:the\s+)?"
+_STATEMENTS = [
+    (re.compile(_SIDE + r"\s+(?:is|was)\s+" + _BETTER + r"(?:better|stronger|superior|preferable|preferred)"
+                r"(?:\s+(?:one|response|answer|choice|overall))?(?=\s*(?:[.,;:!)]|$|\s+(?:than|overall|because|"
+                r"since|here|in\s+every)\b))", re.IGNORECASE), "same"),
+    (re.compile(r"\bprefer\s+" + _SIDE, re.IGNORECASE), "same"),
+    (re.compile(_SIDE + r"\s+(?:clearly\s+)?(?:outperforms|beats|wins)\b", re.IGNORECASE), "same"),
+    (re.compile(_SIDE + r"\s+is\s+the\s+(?:clear\s+|overall\s+)?winner\b", re.IGNORECASE), "same"),
+    (re.compile(_SIDE + r"\s+(?:is|was)\s+" + _BETTER + r"(?:worse|weaker|inferior)\b", re.IGNORECASE), "other"),
+    (re.compile(_SIDE + r"\s*(?:的回答)?\s*比\s*(?:回答|答案|回复)?\s*(?:A|B|甲|乙)\s*(?:更|要|明显)?\s*"
+                r"(?:好|强|优秀|出色|准确|全面|佳|优)"), "same"),
+    (re.compile(_SIDE + r"\s*不如\s*(?:回答|答案|回复)?\s*(?:A|B|甲|乙)"), "other"),
+    (re.compile(_SIDE + r"\s*(?:明显|略|稍|整体|总体)?\s*(?:更好|更佳|较好|胜出|更优|获胜|更胜一筹)"),
+     "same"),
 ]
+_TIE = re.compile(r"\bit(?:'s|\s+is)\s+a\s+tie\b|\b(?:a|the)\s+tie\b|\bequally\s+(?:good|bad|strong|weak|helpful)\b|"
+                  r"\bneither\b.{0,40}\bis\s+(?:clearly\s+)?better\b|\bno\s+clear\s+winner\b|"
+                  r"平局|不分上下|同样好|一样好|旗鼓相当|难分伯仲|打平|势均力敌", re.IGNORECASE)
+_NEGATED = re.compile(r"(?:\bnot|n't|\bnever|\bneither|\bnor|\bhardly)\b(?:\s+\w+){0,3}\s*$"
+                      r"|(?:不是|并非|不认为|没有|不能说)\s*$", re.IGNORECASE)
+_CONCEDED = re.compile(r"\b(?:although|though|while|whereas)\b|虽然|尽管", re.IGNORECASE)
+_CONDITION = re.compile(r"\b(?:if|unless)\b|如果|假如|要是", re.IGNORECASE)
+_FLIP = {"A": "B", "B": "A"}
+
+
+def _side(raw: str) -> str | None:
+    t = raw.strip().lower()
+    return {"a": "A", "甲": "A", "b": "B", "乙": "B", "c": "tie", "tie": "tie", "平局": "tie"}.get(t)
+
+
+def _said(text: str, m: re.Match) -> bool:
+    """Not negated, conceded or conditional ("not a tie", "although A is better", "if B had …")."""
+    sentence = re.split(r"[.;!?。；！？\n]", text[:m.start()])[-1]
+    clause = re.split(r"[,，]", sentence)[-1]
+    return not (_NEGATED.search(sentence[-40:]) or _CONCEDED.search(clause) or _CONDITION.search(sentence))
+
+
+def _text_verdict(text: str) -> str | None:
+    """The winner the text names: final verdicts first; all of them must agree, else None."""
+    verdicts = {_side(m.group("v") or m.group("w")) for m in _VERDICT.finditer(text) if _said(text, m)}
+    if verdicts:
+        return verdicts.pop() if len(verdicts) == 1 else None
+    said: set[str | None] = {"tie" for m in _TIE.finditer(text) if _said(text, m)}
+    for rx, which in _STATEMENTS:  # in order; what one pattern read is blanked for the next ones
+        for m in list(rx.finditer(text)):
+            if _said(text, m):
+                side = _side(m.group("s"))
+                said.add(_FLIP[side] if which == "other" else side)
+            text = text[:m.start()] + " " * (m.end() - m.start()) + text[m.end():]
+    return said.pop() if len(said) == 1 else None
 
 
 def parse_pairwise(text: str | None) -> str | None:
-    """The winner a pairwise judgement names: ``"A"``, ``"B"``, ``"tie"``, or None (unparsed)."""
+    """The winner a pairwise judgement names: ``"A"``, ``"B"``, ``"tie"``, or None (unparsed).
+
+    A JSON ``winner`` field wins. In text, a final verdict ("[[B]]", "Winner: A") counts before
+    statements ("Response A is better", "B比A更好"); when what the text says disagrees, or is
+    negated or conditional ("not a tie", "although A is better"), the answer is None."""
     if text is None or not str(text).strip():
         return None
     obj = extract_json(text)
@@ -389,15 +350,4 @@ def parse_pairwise(text: str | None) -> str | None:
                 w = _winner_value(v)
                 if w is not None:
                     return w
-    norm = unicodedata.normalize("NFKC", text)
-    for rx, fixed in _TEXT_PATTERNS:
-        m = rx.search(norm)
-        if m:
-            if fixed:
-                return fixed
-            w = _winner_value(m.group(1))
-            if w == "tie" or m.group(1).upper() == "C":
-                return "tie"
-            if w is not None:
-                return w
-    return None
+    return _text_verdict(re.sub(r"\*\*|__|`", "", unicodedata.normalize("NFKC", str(text))))
