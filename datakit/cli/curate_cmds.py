@@ -50,14 +50,14 @@ def _progress(total: int, label: str):
     return p, task
 
 
-def _log_counts(st, result, written) -> None:
+def _log_counts(st, result, written, reviewed=None) -> None:
     s = result.summary()
     st.outputs = [str(p) for p in written]
     st.counts = {"in": s["documents_in"], "kept": s["kept"], "removed": s["reasons"],
-                 "clusters": s["clusters"], "against": s["against"]}
+                 "clusters": s["clusters"], "against": s["against"], "reviews": reviewed or {}}
 
 
-def _summary(title: str, result, written) -> None:
+def _summary(title: str, result, written, reviewed=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -72,6 +72,8 @@ def _summary(title: str, result, written) -> None:
         t.add_row(f"  {reason}", str(n))
     for f, n in s["against"].items():
         t.add_row(f"  matched {f}", str(n))
+    for k, n in sorted((reviewed or {}).items()):
+        t.add_row(f"{k.replace('_', ' ')} (reviews.jsonl, before {title.split()[0]})", str(n))
     for p in written:
         t.add_row("wrote", str(p))
     Console(stderr=True).print(t)
@@ -106,8 +108,8 @@ def filter_cmd(inputs, out, rouge_l, tokenizer, fields, rules, min_words, max_wo
             result = filter_rows(data.rows, threshold=rouge_l, tokenizer=tokenizer, fields=flds,
                                  rules=cfg, progress=lambda k: p.update(task, completed=k))
         written = write_outputs(data, result, out, "filter")
-        _log_counts(st, result, written)
-    _summary("filter", result, written)
+        _log_counts(st, result, written, data.reviewed)
+    _summary("filter", result, written, data.reviewed)
 
 
 @click.command("dedup")
@@ -149,8 +151,8 @@ def dedup_cmd(inputs, out, against, threshold, num_perm, shingle, ngram, fields,
             result = dedup_rows(data.rows, cfg=cfg, fields=flds, against=ag, engine=engine,
                                 progress=step)
         written = write_outputs(data, result, out, "dedup")
-        _log_counts(st, result, written)
-    _summary(f"dedup ({engine})", result, written)
+        _log_counts(st, result, written, data.reviewed)
+    _summary(f"dedup ({engine})", result, written, data.reviewed)
 
 
 COMMANDS = [filter_cmd, dedup_cmd]

@@ -170,22 +170,25 @@ def judge_cmd(run_dir: str, judge_teacher: str | None, mode: str, max_pairs: int
               help="DPO pairs the judge cannot tell apart: none (drop them), temperature (lowest-temperature "
                    "sample chosen, highest rejected), or teacher:NAME (NAME's answer chosen over any other's). "
                    "A judge that prefers the other side always wins; pairs record their basis.")
+@click.option("--reviewed-only", is_flag=True, default=False,
+              help="Only records a person accepted in `datakit view` (RUN/reviews.jsonl).")
 def export_cmd(source: str, fmt: str, style: str, out: str, system: str | None, text: bool,
                min_score: float | None, min_margin: float, max_len: int | None, tokenizer: str | None,
                eval_fraction: float, seed: int, name: str | None, response: str, records: str | None,
-               tie_break: str) -> None:
+               tie_break: str, reviewed_only: bool) -> None:
     """Write SOURCE (a run directory or a record file) as trainer-ready SFT or DPO data."""
     from datakit.export import ExportOptions, export
 
     opts = ExportOptions(format=fmt, style=style, system=system, text=text, min_score=min_score,
                          min_margin=min_margin, max_len=max_len, tokenizer=tokenizer,
                          eval_fraction=eval_fraction, seed=seed, name=name, response=response, records=records,
-                         tie_break=tie_break)
+                         tie_break=tie_break, reviewed_only=reviewed_only)
     with stage("export", [source], [out]) as st:
         res = export(source, out, opts)
         st.outputs = [str(p) for p in res.files]
         st.counts = {"format": fmt, "style": style, "records": res.n_records, "rows": res.n_train,
-                     "eval_rows": res.n_eval, "dropped": dict(res.dropped), "selection": records}
+                     "eval_rows": res.n_eval, "dropped": dict(res.dropped), "selection": records,
+                     "reviewed_only": reviewed_only}
     rows: list[tuple[str, Any]] = [("records read", res.n_records), ("train rows", res.n_train),
                                    ("eval rows", res.n_eval)]
     rows += [(f"dropped: {k}", v) for k, v in sorted(res.dropped.items())]

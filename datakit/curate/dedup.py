@@ -35,6 +35,7 @@ class Inputs:
     rows: list[dict[str, Any]]
     source: list[int]  # index into files for each row
     files: list[Path]
+    reviewed: dict[str, int] = field(default_factory=dict)  # rows dropped/edited by RUN/reviews.jsonl
 
 
 def _resolve(path: str | os.PathLike) -> Path:
@@ -59,10 +60,13 @@ def load_inputs(paths: Sequence[str | os.PathLike], fields: Sequence[str] = ("in
     rows: list[dict[str, Any]] = []
     source: list[int] = []
     files: list[Path] = []
+    reviewed: dict[str, int] = {}
     for k, raw in enumerate(paths):
         p = _resolve(raw)
         files.append(p)
         table = read_table(p)
+        if role == "input":  # an input in a run directory honours its human verdicts
+            table = _reviewed(table, raw, reviewed)
         use = list(fields)
         if fallback and table and not any(f in table[0] for f in fields):
             have = [f for f in fallback if f in table[0]]
@@ -94,7 +98,17 @@ def load_inputs(paths: Sequence[str | os.PathLike], fields: Sequence[str] = ("in
                 r["_text_fields"] = use
     if not rows:
         raise UserError(f"no records in {role} ({', '.join(str(f) for f in files)})")
-    return Inputs(rows, source, files)
+    return Inputs(rows, source, files, reviewed)
+
+
+def _reviewed(table: list[dict[str, Any]], path: str | os.PathLike, counts: dict[str, int]) -> list[dict[str, Any]]:
+    from datakit.reviews import apply_to_rows, reviews_for
+
+    table, c = apply_to_rows(table, reviews_for([path]))
+    for k, v in c.items():
+        if v:
+            counts[k] = counts.get(k, 0) + v
+    return table
 
 
 def row_text(row: dict[str, Any], fields: Sequence[str]) -> str:

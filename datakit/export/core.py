@@ -51,6 +51,7 @@ class ExportOptions:
     response: str = "best"  # SFT: "best" judged candidate, or the record's own "output"
     records: str | None = None  # a run directory: only the records in this curated file (ids)
     tie_break: str | None = None  # DPO pairs the judge cannot separate: none, temperature, teacher:NAME
+    reviewed_only: bool = False  # only records a person accepted (RUN/reviews.jsonl)
 
 
 @dataclass
@@ -81,8 +82,20 @@ class ExportResult:
 # --------------------------------------------------------------------------- loading
 
 def load_for_export(path: str | Path, min_margin: float = 1.0, records: str | Path | None = None,
-                    tie_break: str | None = None) -> list[Record]:
+                    tie_break: str | None = None, reviewed_only: bool = False) -> list[Record]:
+    """Accepted records of a run directory (merged) or a record file, with the human verdicts
+    of the run they belong to applied (:mod:`datakit.reviews`)."""
+    from datakit.reviews import apply_reviews, reviews_for
+
     path = Path(path)
+    reviews = reviews_for([path])
+    if reviewed_only and not reviews:
+        raise UserError("no human verdicts: --reviewed-only needs a run directory (or a file in one) with "
+                        "reviews.jsonl (review it with `datakit view`)", path=str(path), field="--reviewed-only")
+    return apply_reviews(_load(path, min_margin, records, tie_break), reviews, reviewed_only)
+
+
+def _load(path: Path, min_margin: float, records: str | Path | None, tie_break: str | None) -> list[Record]:
     if path.is_dir():
         from datakit.judge.store import merge_run
         from datakit.judge.work import selected_ids
@@ -106,8 +119,25 @@ def _cand_by_id(rec: Record, cid: str | None) -> dict[str, Any] | None:
     return None
 
 
+def select_conversation(rec: Record, opts: ExportOptions) -> Item | str:
+    """The SFT item of a multi-turn record (``messages``): the whole conversation, the last
+    assistant turn as the response; its score is the record's judge score when it has one."""
+    bad = F.check_conversation(rec.extra["messages"])
+    if bad:
+        return bad
+    msgs = F.conversation_messages(rec.extra["messages"], opts.system)
+    if not all(m["content"].strip() for m in msgs if m["role"] == "assistant"):
+        return "no_response"
+    score = (rec.judge or {}).get("score")
+    meta = {"id": rec.id, "response_id": "messages", "turns": sum(m["role"] == "user" for m in msgs),
+            "teacher": None, "model": None, "score": score}
+    return Item(rec, msgs[:-1], [msgs[-1]["content"]], meta, score)
+
+
 def select_sft(rec: Record, opts: ExportOptions) -> Item | str:
     """The SFT item of a record, or the reason it has none."""
+    if "messages" in rec.extra:
+        return select_conversation(rec, opts)
     output, score, meta = None, None, {"id": rec.id}
     ranking = (rec.judge or {}).get("ranking") or []
     if opts.response == "best" and ranking:
@@ -127,7 +157,28 @@ def select_sft(rec: Record, opts: ExportOptions) -> Item | str:
     return Item(rec, F.prompt_messages(rec.instruction, rec.input, opts.system), [output], meta, score)
 
 
+def _human_dpo(rec: Record, pair: dict[str, Any], opts: ExportOptions) -> Item | str:
+    """The pair a person chose in ``datakit view`` (it overrides the judge's)."""
+    ch, rj = _cand_by_id(rec, pair["chosen"]), _cand_by_id(rec, pair["rejected"])
+    if not (ch and rj and (ch.get("output") or "").strip() and (rj.get("output") or "").strip()):
+        return "no_response"
+    if ch["output"] == rj["output"]:
+        return "identical_outputs"
+    cs, rs = candidate_score(ch), candidate_score(rj)
+    meta = {"id": rec.id, "chosen_id": ch["id"], "rejected_id": rj["id"], "chosen_score": cs, "rejected_score": rs,
+            "margin": None if cs is None or rs is None else round(cs - rs, 4), "chosen_model": ch.get("model"),
+            "rejected_model": rj.get("model"), "basis": "human"}
+    return Item(rec, F.prompt_messages(rec.instruction, rec.input, opts.system), [ch["output"], rj["output"]], meta, cs)
+
+
 def select_dpo(rec: Record, opts: ExportOptions) -> Item | str:
+    if "messages" in rec.extra:
+        return "multi_turn"  # preference pairs are single-turn for now
+    from datakit.reviews import human_pair
+
+    human = human_pair(rec)
+    if human is not None:
+        return _human_dpo(rec, human, opts)
     pairwise = (rec.judge or {}).get("pairwise") or []
     if not rec.candidates or not any(c.get("judge") for c in rec.candidates) and not pairwise:
         return "not_judged"
@@ -198,6 +249,11 @@ def split_items(items: list[Item], eval_fraction: float, seed: int) -> tuple[lis
 
 def to_row(it: Item, opts: ExportOptions) -> dict[str, Any]:
     r = it.rec
+    if opts.format == "sft" and "messages" in r.extra:
+        msgs = it.conversations()[0]
+        if opts.style == "llamafactory":
+            return F.sft_row_sharegpt_conversation(msgs, meta=it.meta)
+        return F.sft_row_conversation(msgs, with_text=opts.text, meta=it.meta)
     if opts.format == "sft":
         if opts.style == "llamafactory":
             return F.sft_row_sharegpt(r.instruction, r.input, it.responses[0], system=opts.system, meta=it.meta)
@@ -273,7 +329,8 @@ def export(source: str | Path | list[Record], out: str | Path, opts: ExportOptio
     """Export records to ``out`` (see the module docstring). Raises UserError when nothing is left."""
     validate_options(opts)
     train_path, eval_path = output_paths(Path(out), opts)
-    records = source if isinstance(source, list) else load_for_export(source, opts.min_margin, opts.records, opts.tie_break)
+    records = source if isinstance(source, list) else load_for_export(
+        source, opts.min_margin, opts.records, opts.tie_break, opts.reviewed_only)
     res = ExportResult(n_records=len(records))
     items, res.dropped = select_items(records, opts, tokenizer_loader)
     if not items:
