@@ -168,6 +168,55 @@ def test_pack_fills_rows_without_overflow():
     assert len(rows) == 4  # 350 tokens need at least 4 rows of 100
 
 
+def _qkv_packed():
+    g = torch.Generator().manual_seed(5)
+    q = torch.randn(1, 4, 10, 8, generator=g)
+    k = torch.randn(1, 2, 10, 8, generator=g)
+    v = torch.randn(1, 2, 10, 8, generator=g)
+    return q, k, v, torch.tensor([0, 4, 10], dtype=torch.int32)
+
+
+def test_varlen_falls_back_only_when_unsupported(monkeypatch):
+    """The varlen flash kernel needs a CUDA GPU, which this machine lacks: the stand-ins below
+    raise what the kernel raises (it is the only thing not real here)."""
+    from datakit.train import attention as A
+
+    q, k, v, cu = _qkv_packed()
+
+    def raising(exc):
+        def fn(*a, **kw):
+            raise exc
+        return (fn, False, True)
+
+    # a refusal of this GPU/dtype/build: the masked path from now on, with the same result
+    monkeypatch.setitem(A._state, "varlen", "untouched")
+    monkeypatch.setitem(A._state, "warned", True)
+    for exc in (RuntimeError("FlashAttention only supports Ampere GPUs or newer."),
+                NotImplementedError("Could not run 'aten::_flash_attention_forward' with arguments "
+                                    "from the 'CUDA' backend")):
+        A._state["varlen"] = "untouched"
+        assert A._try_varlen(raising(exc), q, k, v, cu, 6, None) is None
+        assert A._state["varlen"] is False
+    # out of memory, or any other failure, is raised and the fast path stays on
+    for exc in (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+                RuntimeError("CUDA error: out of memory"),
+                RuntimeError("shape '[10, 4, 8]' is invalid for input of size 300"),
+                TypeError("varlen_attn() got an unexpected keyword argument 'window_size'")):
+        A._state["varlen"] = "untouched"
+        with pytest.raises(type(exc)):
+            A._try_varlen(raising(exc), q, k, v, cu, 6, None)
+        assert A._state["varlen"] == "untouched"
+    # a kernel that runs: its [T, H, D] output comes back as [1, T, H, D]
+    seen = {}
+
+    def ok(qq, kk, vv, cq, ck, mq, mk, scale=None, **kw):
+        seen.update(kw, shapes=(qq.shape, kk.shape))
+        return torch.ones_like(qq)
+    out = A._try_varlen((ok, False, True), q, k, v, cu, 6, None)
+    assert out.shape == (1, 10, 4, 8) and seen["enable_gqa"] is True and seen["window_size"] == (-1, 0)
+    assert seen["shapes"] == ((10, 4, 8), (10, 2, 8))
+
+
 # --------------------------------------------------------------------------- losses
 
 @pytest.mark.parametrize("with_bias,train_weight", [(False, False), (True, True)])

@@ -6,8 +6,10 @@ them) with each forward; the layers hand them on to this function.
 
 * On CUDA it runs PyTorch's variable-length flash attention (``torch.nn.attention.varlen``):
   no mask tensor, no padding, and the cost of each sequence's own causal triangle only.
-* Elsewhere (CPU tests), or when that kernel is missing or refuses the inputs, it builds the
-  block-diagonal causal mask and calls ``scaled_dot_product_attention``: same result, more memory.
+* Elsewhere (CPU tests), or when that kernel is missing or refuses the inputs as unsupported
+  (GPU generation, dtype, head size, torch build), it builds the block-diagonal causal mask and
+  calls ``scaled_dot_product_attention``: same result, O(T^2) memory. Any other error, out of
+  memory above all, is raised: falling back to the bigger path would only hide it.
 * With no boundaries given (generation, plain batches) it is ordinary causal SDPA.
 
 Because transformers finds no mask builder for this name it passes ``attention_mask=None``
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from typing import Any
 
 import torch
@@ -75,28 +78,57 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
     max_len = int(kwargs.get("max_length_q") or t)
     fn = _varlen_fn() if query.is_cuda else False
     if fn:
-        varlen_attn, old_api, has_gqa = fn
-        q = query[0].transpose(0, 1)  # [T, H, D]
-        k = key[0].transpose(0, 1)
-        v = value[0].transpose(0, 1)
-        if not has_gqa and k.shape[1] != h:
-            k = k.repeat_interleave(h // k.shape[1], dim=1)
-            v = v.repeat_interleave(h // v.shape[1], dim=1)
-        cu32 = cu.to(torch.int32)
-        extra = {"is_causal": True} if old_api else {"window_size": (-1, 0)}
-        if has_gqa and k.shape[1] != h:
-            extra["enable_gqa"] = True
-        try:
-            out = varlen_attn(q, k, v, cu32, cu32, max_len, max_len, scale=scaling, **extra)
-            return out.unsqueeze(0), None
-        except Exception as e:  # noqa: BLE001 - fall back to the masked path below
-            if not _state["warned"]:
-                log.warning("varlen flash attention failed (%s); using SDPA with a block mask", e)
-                _state["warned"] = True
-            _state["varlen"] = False
+        out = _try_varlen(fn, query, key, value, cu, max_len, scaling)
+        if out is not None:
+            return out, None
     mask = block_causal_mask(cu, t, query.device)
     out = _sdpa(query, key, value, scaling, mask=mask[None, None])
     return out.transpose(1, 2).contiguous(), None
+
+
+# what the flash kernels and their dispatch say when this GPU, dtype, head size or torch build
+# cannot run them; any other error (out of memory, a wrong shape) is a real failure
+_UNSUPPORTED = re.compile(r"not supported|unsupported|only supports?|not compiled|no kernel image|"
+                          r"could not run|not implemented", re.IGNORECASE)
+
+
+def unsupported(e: BaseException) -> bool:
+    """True when ``e`` says the varlen kernel cannot run these inputs here (fall back to the
+    masked path); False for everything else, out-of-memory first of all (re-raise)."""
+    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in str(e).lower():
+        return False
+    if isinstance(e, NotImplementedError):
+        return True
+    return isinstance(e, RuntimeError) and bool(_UNSUPPORTED.search(str(e)))
+
+
+def _try_varlen(fn, query, key, value, cu, max_len: int, scaling):
+    """[1, T, H, D] from varlen flash attention, or None when the kernel refuses these inputs as
+    unsupported (from then on the masked path is used: the next layer would be refused alike).
+    Any other error is raised."""
+    varlen_attn, old_api, has_gqa = fn
+    h = query.shape[1]
+    q = query[0].transpose(0, 1)  # [T, H, D]
+    k = key[0].transpose(0, 1)
+    v = value[0].transpose(0, 1)
+    if not has_gqa and k.shape[1] != h:
+        k = k.repeat_interleave(h // k.shape[1], dim=1)
+        v = v.repeat_interleave(h // v.shape[1], dim=1)
+    cu32 = cu.to(torch.int32)
+    extra = {"is_causal": True} if old_api else {"window_size": (-1, 0)}
+    if has_gqa and k.shape[1] != h:
+        extra["enable_gqa"] = True
+    try:
+        return varlen_attn(q, k, v, cu32, cu32, max_len, max_len, scale=scaling, **extra).unsqueeze(0)
+    except Exception as e:
+        if not unsupported(e):
+            raise
+        if not _state["warned"]:
+            log.warning("varlen flash attention is not supported here (%s); using SDPA with a block mask",
+                        str(e).splitlines()[0] if str(e) else type(e).__name__)
+            _state["warned"] = True
+        _state["varlen"] = False
+        return None
 
 
 def register() -> str:

@@ -315,3 +315,11 @@ def dpo_schedule(n_pairs: int, *, batch_size: int, epochs: float, seed: int) -> 
         micro.extend(order[s: s + batch_size] for s in range(0, len(order), batch_size))
         e += 1
     return micro
+
+
+def shard(batches: list, world: int, rank: int) -> list:
+    """Process ``rank``'s share of one step's micro-batches (or of the eval batches) when ``world``
+    processes train together: every ``world``-th one, from the ``rank``-th on. Shares differ by
+    at most one and can be empty (a short last step, fewer eval batches than processes), so the
+    caller must not let the number it got decide what it sends to the others."""
+    return batches[rank::world]

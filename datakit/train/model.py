@@ -5,7 +5,9 @@ quantisation, bf16 compute (fp16 where the GPU has no bf16), LoRA adapters on ev
 of the decoder. Unlike ``peft.prepare_model_for_kbit_training`` nothing is upcast to float32:
 embeddings, norms and the output layer stay in the compute dtype (the 152k-row output matrix in
 float32 alone would be 2.2 GB for a 7B Qwen), and the loss never materialises full logits
-(:mod:`datakit.train.losses`). LoRA weights are kept in float32 and run in bf16 under autocast.
+(:mod:`datakit.train.losses`). On a GPU the LoRA weights are stored in the compute dtype with
+float32 master copies for the optimiser (:class:`Fp32Master`), so nothing runs under autocast;
+on the CPU everything is float32.
 """
 
 from __future__ import annotations
@@ -133,9 +135,9 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules, gradi
              lora_dtype=None, reentrant: bool = False):
     """Wrap with LoRA adapters and enable gradient checkpointing.
 
-    ``lora_dtype`` None keeps the adapters in float32 (run under autocast); a half dtype stores
-    them in it (the trainer keeps float32 master copies for the optimiser, see
-    :class:`Fp32Master`), so the whole forward runs without autocast's per-op casts.
+    ``lora_dtype`` None keeps the adapters in float32 (the CPU, where everything is float32); a
+    half dtype stores them in it (the trainer keeps float32 master copies for the optimiser, see
+    :class:`Fp32Master`), so the whole forward runs in that dtype with no autocast.
     """
     import torch
     from peft import LoraConfig, get_peft_model

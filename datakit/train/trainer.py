@@ -4,10 +4,14 @@ Library entry point: :func:`train` (a :class:`~datakit.train.config.TrainConfig`
 summary dict out). ``on_event(kind, data)`` receives ``start``, ``step``, ``eval``, ``phase`` and
 ``notice`` events for a progress display; the library itself prints nothing.
 
-Several GPUs: started by ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1), every process
-loads the model on its own GPU, takes every ``world``-th micro-batch of the same fixed schedule,
-and the LoRA gradients are summed with one all-reduce per optimiser step (data parallel). Only
-rank 0 writes files.
+Several processes: started by ``torchrun``/``accelerate launch`` (``WORLD_SIZE`` > 1), every
+process loads the model on its own GPU (NCCL; on a CPU-only machine gloo, which the tests use),
+takes every ``world``-th micro-batch of each step of the same fixed schedule (:func:`data.shard`),
+and the LoRA gradients are summed with one all-reduce per optimiser step (data parallel). A short
+last step or a small eval set can leave a rank without a micro-batch: it still joins every
+collective with the same shapes (a zero gradient, zero counters), and losses are normalised by
+the step's labelled tokens over all ranks. A checkpoint records the number of processes; resuming
+it with another number is refused. Only rank 0 writes files.
 """
 
 from __future__ import annotations
@@ -54,39 +58,25 @@ def batch_tensors(batch: D.Batch, device) -> dict[str, Any]:
     }
 
 
-def forward_nll(model, t: dict[str, Any], *, autocast_dtype=None):
+def forward_nll(model, t: dict[str, Any]):
     """Per-target negative log-likelihoods (float32) of one flat batch."""
-    import torch
-
     from datakit.train.losses import token_nll
     from datakit.train.model import decoder_and_head
 
     decoder, head = decoder_and_head(model)
-    dev = t["input_ids"].device
-    ctx = torch.autocast(dev.type, dtype=autocast_dtype) if autocast_dtype is not None else _nullctx()
-    with ctx:
-        out = decoder(input_ids=t["input_ids"], position_ids=t["position_ids"], use_cache=False,
-                      cu_seq_lens_q=t["cu"], cu_seq_lens_k=t["cu"], max_length_q=t["max_len"],
-                      max_length_k=t["max_len"])
-        hidden = out.last_hidden_state[0].index_select(0, t["sel"])
+    out = decoder(input_ids=t["input_ids"], position_ids=t["position_ids"], use_cache=False,
+                  cu_seq_lens_q=t["cu"], cu_seq_lens_k=t["cu"], max_length_q=t["max_len"],
+                  max_length_k=t["max_len"])
+    hidden = out.last_hidden_state[0].index_select(0, t["sel"])
     w = head.weight
-    hidden = hidden.to(w.dtype)
-    return token_nll(hidden, w, t["targets"], bias=getattr(head, "bias", None))
+    return token_nll(hidden.to(w.dtype), w, t["targets"], bias=getattr(head, "bias", None))
 
 
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
-def seq_logps(model, t, n_seqs: int, autocast_dtype=None):
+def seq_logps(model, t, n_seqs: int):
     """Summed log-probabilities of each sequence's labelled tokens, and their counts."""
     import torch
 
-    nll = forward_nll(model, t, autocast_dtype=autocast_dtype)
+    nll = forward_nll(model, t)
     sums = torch.zeros(n_seqs, dtype=torch.float32, device=nll.device).index_add(0, t["seq_of_target"], -nll)
     counts = torch.zeros(n_seqs, dtype=torch.float32, device=nll.device).index_add(
         0, t["seq_of_target"], torch.ones_like(nll))
@@ -95,11 +85,16 @@ def seq_logps(model, t, n_seqs: int, autocast_dtype=None):
 
 # --------------------------------------------------------------------------- run state
 
-def _fingerprint(cfg: TrainConfig, data_sha: str) -> str:
+def _fingerprint(cfg: TrainConfig, data_sha: str, world: int = 1) -> str:
+    """What a checkpoint must share with a run to be resumed by it: the settings that shape the
+    optimisation, the data, and the number of processes (it decides which micro-batches make up
+    a step). A single process adds nothing, so single-process checkpoints keep their old key."""
     keep = {k: v for k, v in cfg.to_dict().items()
             if k not in ("out", "resume", "eval_every", "save_every", "log_every", "samples",
                          "sample_tokens", "merge", "max_steps", "extra")}
     keep["data_sha"] = data_sha
+    if world != 1:
+        keep["world_size"] = world
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -148,6 +143,14 @@ def make_optimizer(params, cfg: TrainConfig, device, notice: Callable[[str], Non
 
             return bnb.optim.PagedAdamW8bit(params, lr=cfg.lr, weight_decay=cfg.weight_decay), kind
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay), "adamw"
+
+
+# the counters every rank sums after a step or an evaluation: always these, in this order, so the
+# all-reduce has the same shape on every rank (a rank that got no micro-batch sends zeros)
+STAT_KEYS = {
+    "sft": ("nll_sum", "n", "tokens"),
+    "dpo": ("nll_sum", "n", "tokens", "dpo_sum", "chosen_sum", "rejected_sum", "margin_sum", "acc_sum"),
+}
 
 
 # --------------------------------------------------------------------------- the run
@@ -206,22 +209,27 @@ class Run:
 
     # ---- model
 
-    def _setup_model(self):
+    def _init_processes(self) -> None:
+        """Join the process group when started by torchrun (NCCL on GPUs, gloo on the CPU)."""
         import torch
 
+        if self.world == 1 or torch.distributed.is_initialized():
+            return
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.distributed.init_process_group("nccl")
+        else:
+            torch.distributed.init_process_group("gloo")
+
+    def _setup_model(self):
         from datakit.train import model as M
 
         cfg = self.cfg
-        if self.world > 1 and not torch.distributed.is_initialized():
-            if not torch.cuda.is_available():
-                raise UserError("several processes need CUDA GPUs (run one process on a CPU)")
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-            torch.distributed.init_process_group("nccl")
+        self._init_processes()
         self.device = M.pick_device()
         self.dtype = M.compute_dtype(self.device)
-        # on CUDA the adapters are stored in the compute dtype (float32 masters in the optimiser),
-        # so nothing needs autocast; on the CPU everything is float32
-        self.autocast = None
+        # on CUDA the adapters are stored in the compute dtype (float32 masters in the optimiser);
+        # on the CPU everything is float32
         lora_dtype = self.dtype if self.device.type == "cuda" else None
         load_4bit = cfg.load_4bit
         if load_4bit and self.device.type != "cuda":
@@ -236,11 +244,11 @@ class Run:
                                 reentrant=True)
         self.trainable, self.total_params = M.count_params(self.model)
 
-    # ---- steps
+    # ---- losses
 
     def _sft_loss(self, micro, items, denom):
         t = batch_tensors(D.make_batch(self._seqs(micro, items)), self.device)
-        nll = forward_nll(self.model, t, autocast_dtype=self.autocast)
+        nll = forward_nll(self.model, t)
         return nll.sum() / denom, {"nll_sum": float(nll.detach().sum()), "n": int(nll.numel()),
                                    "tokens": int(t["input_ids"].shape[1])}
 
@@ -250,9 +258,9 @@ class Run:
         seqs = self._seqs(micro, items)
         t = batch_tensors(D.make_batch(seqs), self.device)
         n = len(seqs)
-        logp, counts = seq_logps(self.model, t, n, self.autocast)
+        logp, counts = seq_logps(self.model, t, n)
         with torch.no_grad(), self.model.disable_adapter():
-            ref, _ = seq_logps(self.model, t, n, self.autocast)
+            ref, _ = seq_logps(self.model, t, n)
         from datakit.train.losses import dpo_loss
 
         losses, rewards = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], self.cfg.beta)
@@ -269,27 +277,30 @@ class Run:
             "chosen_sum": float(rewards["chosen"].sum()), "rejected_sum": float(rewards["rejected"].sum()),
             "margin_sum": float(margin.sum()), "acc_sum": float((margin > 0).float().sum())}
 
+    # ---- evaluation
+
     def evaluate(self) -> dict[str, float] | None:
+        """Loss (and DPO reward accuracy and margin) over the whole held-out set, on every rank:
+        each takes its share of the batches, and the sums are added up across ranks."""
         import torch
 
         if not self.eval_items:
             return None
         self.model.eval()
         totals: dict[str, float] = {}
-        micro = (self._micro_batches_eval())
+        loss_fn = self._sft_loss if self.cfg.method == "sft" else self._dpo_loss
         with torch.no_grad():
-            for k, mb in enumerate(micro):
-                if k % self.world != self.rank:
-                    continue
-                _, info = (self._sft_loss if self.cfg.method == "sft" else self._dpo_loss)(mb, self.eval_items, 1.0)
+            for mb in D.shard(self._micro_batches_eval(), self.world, self.rank):
+                _, info = loss_fn(mb, self.eval_items, 1.0)
                 for key, v in info.items():
                     totals[key] = totals.get(key, 0.0) + v
         totals = self._all_sum(totals)
         self.model.train()
-        res = {"eval_loss": totals["nll_sum"] / max(1, totals["n"])}
+        n = max(1, totals["n"])
+        res = {"eval_loss": totals["nll_sum"] / n}
         if self.cfg.method == "dpo":
-            res["eval_accuracy"] = totals["acc_sum"] / max(1, totals["n"])
-            res["eval_margin"] = totals["margin_sum"] / max(1, totals["n"])
+            res["eval_accuracy"] = totals["acc_sum"] / n
+            res["eval_margin"] = totals["margin_sum"] / n
         return res
 
     def _micro_batches_eval(self):
@@ -300,19 +311,45 @@ class Run:
         idx = list(range(len(self.eval_items)))
         return [idx[s: s + cfg.batch_size] for s in range(0, len(idx), cfg.batch_size)]
 
+    # ---- across ranks
+
     def _all_sum(self, d: dict[str, float]) -> dict[str, float]:
-        if self.world == 1:
-            return d
+        """The method's counters summed over the ranks; a counter a rank lacks counts as 0."""
+        keys = STAT_KEYS[self.cfg.method]
+        vals = [float(d.get(k, 0.0)) for k in keys]
+        if self.world > 1:
+            import torch
+
+            v = torch.tensor(vals, dtype=torch.float64, device=self.device)
+            torch.distributed.all_reduce(v)
+            vals = v.tolist()
+        return dict(zip(keys, vals))
+
+    def _all_reduce_grads(self, params) -> None:
+        """Sum the LoRA gradients over the ranks (one flat tensor, the same size on every rank;
+        a rank without a micro-batch this step adds zeros)."""
         import torch
 
-        keys = sorted(d) or ["nll_sum", "n"]
-        v = torch.tensor([d.get(k, 0.0) for k in keys], dtype=torch.float64, device=self.device)
-        torch.distributed.all_reduce(v)
-        return dict(zip(keys, v.tolist()))
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        torch.distributed.all_reduce(flat)
+        off = 0
+        for p, g in zip(params, grads):
+            n = g.numel()
+            p.grad = flat[off: off + n].view_as(p).clone()
+            off += n
+
+    def _barrier(self) -> None:
+        if self.world > 1:
+            import torch
+
+            torch.distributed.barrier()
 
     # ---- checkpoints
 
-    def _save_adapter(self, folder: Path, extra: dict | None = None) -> None:
+    def _save_adapter(self, folder: Path, extra: dict | None = None) -> Path:
+        """Write the adapter to ``folder``.tmp and return that path (the caller adds to it and
+        swaps it into place)."""
         tmp = folder.with_name(folder.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -333,8 +370,19 @@ class Run:
                    tmp / "trainer_state.pt")
         atomic_write_json(tmp / "state.json", {"step": step, "best_eval_loss": best,
                                                "fingerprint": self.fingerprint,
+                                               "world_size": self.world, "data_sha": self.data_sha,
                                                "tokens_seen": self.tokens_seen})
         _replace_dir(tmp, folder)
+
+    def _check_resumable(self, state: dict) -> None:
+        world = int(state.get("world_size", 1))
+        if world != self.world:
+            raise UserError(f"checkpoint-last was written by {world} process(es) and this run has "
+                            f"{self.world}: a step is grad_accum x processes micro-batches, so resume with "
+                            f"{world}, or --no-resume to start over", path=str(self.out))
+        if state.get("fingerprint") != self.fingerprint:
+            raise UserError("holds a run with other settings or data; use another --out, or --no-resume "
+                            "to start over", path=str(self.out))
 
     def try_resume(self) -> tuple[int, float | None]:
         import torch
@@ -343,9 +391,7 @@ class Run:
         if not self.cfg.resume or not state_file.is_file():
             return 0, None
         state = json.loads(state_file.read_text())
-        if state.get("fingerprint") != self.fingerprint:
-            raise UserError("holds a run with other settings or data; use another --out, or --no-resume "
-                            "to start over", path=str(self.out))
+        self._check_resumable(state)
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
@@ -364,174 +410,228 @@ class Run:
         self.notice(f"resumed from step {step} (checkpoint-last)")
         return step, state.get("best_eval_loss")
 
-    # ---- main
+    # ---- the steps of a run
 
     def execute(self) -> dict[str, Any]:
+        """Set up, resume, train (evaluating and checkpointing as it goes), save, finish."""
+        self.t_start = time.time()
+        self._set_up()
+        self._plan()
+        self._resume()
+        self._train_loop()
+        self._save()
+        return self._finish()
+
+    def _set_up(self) -> None:
+        """Read and tokenize the data, load the model with its adapters."""
         import torch
 
         from datakit.train import model as M
 
         cfg = self.cfg
-        t_start = time.time()
-        train_rows, eval_rows = self._read()
+        self.train_rows, self.eval_rows = self._read()
         self.spec = M.resolve_model(cfg.model)
-        tok, had_template = M.load_tokenizer(self.spec)
-        self.tok = tok
+        self.tok, had_template = M.load_tokenizer(self.spec)
         if not had_template:
             self.notice("the model has no chat template: using ChatML")
-        self.train_ex, train_stats = self._encode(tok, train_rows)
-        self.eval_items, eval_stats = self._encode(tok, eval_rows) if eval_rows else ([], D.EncodeStats())
+        self.train_ex, self.train_stats = self._encode(self.tok, self.train_rows)
+        self.eval_items, self.eval_stats = (self._encode(self.tok, self.eval_rows) if self.eval_rows
+                                            else ([], D.EncodeStats()))
+        st = self.train_stats
         if not self.train_ex:
-            raise UserError(f"nothing to train on: all {train_stats.examples} sequences lost their "
+            raise UserError(f"nothing to train on: all {st.examples} sequences lost their "
                             f"assistant tokens to truncation (--max-len {cfg.max_len})", path=cfg.data)
-        if train_stats.truncated:
-            self.notice(f"{train_stats.truncated} of {train_stats.examples} training sequences were longer than "
-                        f"--max-len {cfg.max_len} and were truncated ({train_stats.lost_tokens} tokens cut, "
-                        f"{train_stats.dropped_empty} dropped with nothing left to train)")
+        if st.truncated:
+            self.notice(f"{st.truncated} of {st.examples} training sequences were longer than "
+                        f"--max-len {cfg.max_len} and were truncated ({st.lost_tokens} tokens cut, "
+                        f"{st.dropped_empty} dropped with nothing left to train)")
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self._setup_model()
 
+    def _plan(self) -> None:
+        """The micro-batch schedule, the number of steps, the optimiser and its schedule."""
+        import torch
+
+        from datakit.train import model as M
+
+        cfg = self.cfg
         n_items = len(self.train_ex)
         per_epoch = len(self._micro_batches(n_items, 1.0))
-        per_step = cfg.grad_accum * self.world
+        self.per_step = cfg.grad_accum * self.world
         if cfg.max_steps:
-            epochs = max(cfg.epochs, math.ceil(cfg.max_steps * per_step / max(1, per_epoch)))
-            micro = self._micro_batches(n_items, float(epochs))
-            total_steps = min(cfg.max_steps, math.ceil(len(micro) / per_step))
+            epochs = max(cfg.epochs, math.ceil(cfg.max_steps * self.per_step / max(1, per_epoch)))
+            self.micro = self._micro_batches(n_items, float(epochs))
+            self.total_steps = min(cfg.max_steps, math.ceil(len(self.micro) / self.per_step))
         else:
-            micro = self._micro_batches(n_items, cfg.epochs)
-            total_steps = max(1, math.ceil(len(micro) / per_step))
-        self.fingerprint = _fingerprint(cfg, _file_sha(cfg.data) + _file_sha(cfg.eval_data))
+            self.micro = self._micro_batches(n_items, cfg.epochs)
+            self.total_steps = max(1, math.ceil(len(self.micro) / self.per_step))
+        self.data_sha = _file_sha(cfg.data) + _file_sha(cfg.eval_data)
+        self.fingerprint = _fingerprint(cfg, self.data_sha, self.world)
         self.master = M.Fp32Master(p for p in self.model.parameters() if p.requires_grad)
-        params = self.master.params
-        self.opt, opt_name = make_optimizer(params, cfg, self.device, self.notice)
-        warmup = max(1, int(round(cfg.warmup_ratio * total_steps))) if cfg.warmup_ratio > 0 else 0
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total_steps, warmup))
+        self.opt, self.opt_name = make_optimizer(self.master.params, cfg, self.device, self.notice)
+        total = self.total_steps
+        warmup = max(1, int(round(cfg.warmup_ratio * total))) if cfg.warmup_ratio > 0 else 0
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total, warmup))
         self.tokens_seen = 0
+
+    def _resume(self) -> None:
+        """Continue from checkpoint-last when it belongs to this run; announce the start."""
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-        start, best = self.try_resume()
-        if start == 0 and self.rank == 0 and (self.out / "metrics.jsonl").exists():
+        self.start_step, self.best = self.try_resume()
+        if self.start_step == 0 and self.rank == 0 and (self.out / "metrics.jsonl").exists():
             (self.out / "metrics.jsonl").unlink()
-        save_every = cfg.save_every or cfg.eval_every
-        self.emit("start", {"total_steps": total_steps, "start_step": start, "trainable": self.trainable,
-                            "total_params": self.total_params, "device": str(self.device),
-                            "load_4bit": self.load_4bit, "train_items": n_items,
-                            "eval_items": len(self.eval_items), "optimizer": opt_name})
+        self.emit("start", {"total_steps": self.total_steps, "start_step": self.start_step,
+                            "trainable": self.trainable, "total_params": self.total_params,
+                            "device": str(self.device), "load_4bit": self.load_4bit,
+                            "train_items": len(self.train_ex), "eval_items": len(self.eval_items),
+                            "optimizer": self.opt_name})
+
+    def _train_loop(self) -> None:
+        """The optimiser steps; each is logged, evaluated and checkpointed on schedule."""
+        import torch
+
+        self.first_loss = self.last_loss = self.last_eval = None
+        self.run_tokens, self.run_time = 0, 0.0
         metrics_log = JsonlAppender(self.out / "metrics.jsonl") if self.rank == 0 else None
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
-        loss_fn = self._sft_loss if cfg.method == "sft" else self._dpo_loss
         self.model.train()
-        first_loss = last_loss = None
-        last_eval = None
-        run_tokens = 0
-        run_time = 0.0
+        save_every = self.cfg.save_every or self.cfg.eval_every
         try:
-            for step in range(start, total_steps):
-                t0 = time.time()
-                mbs = micro[step * per_step: (step + 1) * per_step]
-                if cfg.method == "sft":
-                    denom = sum(self._targets_in(mb, self.train_ex) for mb in mbs)
-                else:
-                    denom = sum(len(mb) for mb in mbs)
-                denom = max(1, denom)
-                agg: dict[str, float] = {}
-                for k, mb in enumerate(mbs):
-                    if k % self.world != self.rank:
-                        continue
-                    loss, info = loss_fn(mb, self.train_ex, denom)
-                    loss.backward()
-                    for key, v in info.items():
-                        agg[key] = agg.get(key, 0.0) + v
-                self.master.pull_grads()
-                if self.world > 1:
-                    self._all_reduce_grads(params)
-                agg = self._all_sum(agg)
-                gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                lr = self.sched.get_last_lr()[0]
-                self.opt.step()
-                self.master.push()
-                self.sched.step()
-                self.opt.zero_grad(set_to_none=True)
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                dt = time.time() - t0
-                tokens = int(agg.get("tokens", 0))
-                self.tokens_seen += tokens
-                run_tokens += tokens
-                run_time += dt
-                loss_v = agg.get("nll_sum", 0.0) / max(1, agg.get("n", 1))
-                first_loss = loss_v if first_loss is None else first_loss
-                last_loss = loss_v
-                row: dict[str, Any] = {"step": step + 1, "loss": round(loss_v, 6), "lr": lr,
-                                       "grad_norm": round(float(gnorm), 6), "tokens": tokens,
-                                       "tokens_per_s": round(tokens / dt, 1) if dt > 0 else None,
-                                       "peak_mem_gib": self._peak_gib()}
-                if cfg.method == "dpo":
-                    n = max(1, agg.get("n", 1))
-                    row.update({"dpo_loss": round(agg["dpo_sum"] / n, 6),
-                                "rewards_chosen": round(agg["chosen_sum"] / n, 6),
-                                "rewards_rejected": round(agg["rejected_sum"] / n, 6),
-                                "reward_margin": round(agg["margin_sum"] / n, 6),
-                                "reward_accuracy": round(agg["acc_sum"] / n, 4)})
+            for step in range(self.start_step, self.total_steps):
+                row = self._train_step(step)
                 done = step + 1
-                if done % cfg.eval_every == 0 or done == total_steps:
-                    ev = self.evaluate()
-                    if ev is not None:
-                        row.update({k: round(v, 6) for k, v in ev.items()})
-                        last_eval = ev["eval_loss"]
-                        self.emit("eval", {"step": done, **ev})
-                        if best is None or ev["eval_loss"] < best:
-                            best = ev["eval_loss"]
-                            if self.rank == 0:
-                                tmp = self._save_adapter(self.out / "best", {"step": done, "eval_loss": best})
-                                _replace_dir(tmp, self.out / "best")
+                if done % self.cfg.eval_every == 0 or done == self.total_steps:
+                    self._eval_step(done, row)
                 if metrics_log is not None:
                     metrics_log.write_batch([row])
-                if done % save_every == 0 or done == total_steps:
-                    self.save_checkpoint(done, best)
-                self.emit("step", {**row, "total_steps": total_steps})
+                if done % save_every == 0 or done == self.total_steps:
+                    self.save_checkpoint(done, self.best)
+                self.emit("step", {**row, "total_steps": self.total_steps})
         finally:
             if metrics_log is not None:
                 metrics_log.close()
 
+    def _train_step(self, step: int) -> dict[str, Any]:
+        """One optimiser step over this rank's share of the step's micro-batches; its log row.
+
+        The loss is normalised by the step's labelled tokens (SFT) or pairs (DPO) over all its
+        micro-batches, on every rank alike, so the summed gradients are the mean over the step."""
+        import torch
+
+        cfg = self.cfg
+        t0 = time.time()
+        mbs = self.micro[step * self.per_step: (step + 1) * self.per_step]
+        if cfg.method == "sft":
+            denom = max(1, sum(self._targets_in(mb, self.train_ex) for mb in mbs))
+        else:
+            denom = max(1, sum(len(mb) for mb in mbs))
+        loss_fn = self._sft_loss if cfg.method == "sft" else self._dpo_loss
+        agg: dict[str, float] = {}
+        for mb in D.shard(mbs, self.world, self.rank):
+            loss, info = loss_fn(mb, self.train_ex, denom)
+            loss.backward()
+            for key, v in info.items():
+                agg[key] = agg.get(key, 0.0) + v
+        params = self.master.params
+        self.master.pull_grads()
+        if self.world > 1:
+            self._all_reduce_grads(params)
+        agg = self._all_sum(agg)
+        gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        lr = self.sched.get_last_lr()[0]
+        self.opt.step()
+        self.master.push()
+        self.sched.step()
+        self.opt.zero_grad(set_to_none=True)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return self._step_row(step, agg, lr, float(gnorm), time.time() - t0)
+
+    def _step_row(self, step: int, agg: dict[str, float], lr: float, gnorm: float, dt: float) -> dict[str, Any]:
+        tokens = int(agg["tokens"])
+        self.tokens_seen += tokens
+        self.run_tokens += tokens
+        self.run_time += dt
+        n = max(1, agg["n"])
+        loss_v = agg["nll_sum"] / n
+        self.first_loss = loss_v if self.first_loss is None else self.first_loss
+        self.last_loss = loss_v
+        row: dict[str, Any] = {"step": step + 1, "loss": round(loss_v, 6), "lr": lr,
+                               "grad_norm": round(gnorm, 6), "tokens": tokens,
+                               "tokens_per_s": round(tokens / dt, 1) if dt > 0 else None,
+                               "peak_mem_gib": self._peak_gib()}
+        if self.cfg.method == "dpo":
+            row.update({"dpo_loss": round(agg["dpo_sum"] / n, 6),
+                        "rewards_chosen": round(agg["chosen_sum"] / n, 6),
+                        "rewards_rejected": round(agg["rejected_sum"] / n, 6),
+                        "reward_margin": round(agg["margin_sum"] / n, 6),
+                        "reward_accuracy": round(agg["acc_sum"] / n, 4)})
+        return row
+
+    def _eval_step(self, done: int, row: dict[str, Any]) -> None:
+        """Evaluate (every rank), add the numbers to ``row``, keep the best adapter (rank 0)."""
+        ev = self.evaluate()
+        if ev is None:
+            return
+        row.update({k: round(v, 6) for k, v in ev.items()})
+        self.last_eval = ev["eval_loss"]
+        self.emit("eval", {"step": done, **ev})
+        if self.best is None or ev["eval_loss"] < self.best:
+            self.best = ev["eval_loss"]
+            if self.rank == 0:
+                tmp = self._save_adapter(self.out / "best", {"step": done, "eval_loss": self.best})
+                _replace_dir(tmp, self.out / "best")
+
+    def _save(self) -> None:
+        """Rank 0: the final adapter with its tokenizer, the loss plot and the samples."""
+        self.samples_written = 0
+        if self.rank != 0:
+            return
+        from datakit.train.report import plot_losses, write_samples
+
+        self.emit("phase", {"name": "saving adapter, plot and samples"})
+        tmp = self._save_adapter(self.out / "adapter")
+        self.tok.save_pretrained(str(tmp))
+        _replace_dir(tmp, self.out / "adapter")
+        rows = list(_read_metrics(self.out / "metrics.jsonl"))
+        plot_losses(rows, self.out / "loss.png", title=f"{self.cfg.method.upper()} {self.spec.label}")
+        self.samples_written = write_samples(self, self.eval_rows or self.train_rows, self.out / "samples.md")
+
+    def _finish(self) -> dict[str, Any]:
+        """Rank 0: merge when asked and write summary.json; every rank waits for it, then returns
+        the summary (empty on the other ranks)."""
         summary: dict[str, Any] = {}
         if self.rank == 0:
-            self.emit("phase", {"name": "saving adapter, plot and samples"})
-            tmp = self._save_adapter(self.out / "adapter")
-            tok.save_pretrained(str(tmp))
-            _replace_dir(tmp, self.out / "adapter")
-            from datakit.train.report import plot_losses, write_samples
-
-            rows = list(_read_metrics(self.out / "metrics.jsonl"))
-            plot_losses(rows, self.out / "loss.png", title=f"{cfg.method.upper()} {self.spec.label}")
-            samples = write_samples(self, eval_rows or train_rows, self.out / "samples.md")
-            summary = {
-                "method": cfg.method, "model": self.spec.label, "data": cfg.data, "out": str(self.out),
-                "device": str(self.device), "world_size": self.world, "load_4bit": self.load_4bit,
-                "optimizer": opt_name, "steps": total_steps, "resumed_from": start,
-                "train_items": n_items, "eval_items": len(self.eval_items),
-                "train_encoding": train_stats.to_dict(), "eval_encoding": eval_stats.to_dict(),
-                "first_loss": first_loss, "last_loss": last_loss,
-                "final_eval_loss": last_eval, "best_eval_loss": best,
-                "trainable_params": self.trainable, "total_params": self.total_params,
-                "tokens_seen": self.tokens_seen,
-                "tokens_per_s": round(run_tokens / run_time, 1) if run_time else None,
-                "peak_mem_gib": self._peak_gib(), "samples": samples,
-                "wall_s": round(time.time() - t_start, 1), "notices": self.notices,
-                "config": cfg.to_dict(),
-                "files": {"adapter": "adapter/", "best": "best/" if (self.out / "best").exists() else None,
-                          "metrics": "metrics.jsonl", "plot": "loss.png", "samples": "samples.md"},
-            }
-            if cfg.merge:
+            summary = self._summary()
+            if self.cfg.merge:
                 self.emit("phase", {"name": "merging the adapter into full weights"})
                 summary["files"]["merged"] = merge_adapter(self.spec, self.out / "adapter", self.out / "merged")
             atomic_write_json(self.out / "summary.json", summary)
-        if self.world > 1:
-            torch.distributed.barrier()
+        self._barrier()
         return summary
+
+    def _summary(self) -> dict[str, Any]:
+        cfg = self.cfg
+        return {
+            "method": cfg.method, "model": self.spec.label, "data": cfg.data, "out": str(self.out),
+            "device": str(self.device), "world_size": self.world, "load_4bit": self.load_4bit,
+            "optimizer": self.opt_name, "steps": self.total_steps, "resumed_from": self.start_step,
+            "train_items": len(self.train_ex), "eval_items": len(self.eval_items),
+            "train_encoding": self.train_stats.to_dict(), "eval_encoding": self.eval_stats.to_dict(),
+            "first_loss": self.first_loss, "last_loss": self.last_loss,
+            "final_eval_loss": self.last_eval, "best_eval_loss": self.best,
+            "trainable_params": self.trainable, "total_params": self.total_params,
+            "tokens_seen": self.tokens_seen,
+            "tokens_per_s": round(self.run_tokens / self.run_time, 1) if self.run_time else None,
+            "peak_mem_gib": self._peak_gib(), "samples": self.samples_written,
+            "wall_s": round(time.time() - self.t_start, 1), "notices": self.notices,
+            "config": cfg.to_dict(),
+            "files": {"adapter": "adapter/", "best": "best/" if (self.out / "best").exists() else None,
+                      "metrics": "metrics.jsonl", "plot": "loss.png", "samples": "samples.md"},
+        }
 
     def _peak_gib(self) -> float | None:
         import torch
@@ -539,18 +639,6 @@ class Run:
         if self.device.type != "cuda":
             return None
         return round(torch.cuda.max_memory_allocated(self.device) / 2 ** 30, 2)
-
-    def _all_reduce_grads(self, params) -> None:
-        import torch
-
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        torch.distributed.all_reduce(flat)
-        off = 0
-        for p, g in zip(params, grads):
-            n = g.numel()
-            p.grad = flat[off: off + n].view_as(p).clone()
-            off += n
 
 
 def _read_metrics(path: Path):
