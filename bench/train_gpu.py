@@ -175,7 +175,6 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
     master = Fp32Master(p for p in model.parameters() if p.requires_grad)
     opt = bnb.optim.PagedAdamW8bit(master.params, lr=1e-4)
     vocab = model.config.vocab_size
-    ac = None  # everything in bf16: no autocast
     res: dict = {"load_s": round(load_s, 1), "checks": {}}
 
     # ---- correctness on the GPU: chunked loss vs full logits; packed vs one by one
@@ -196,8 +195,8 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
     model.eval()
     exs = [D.Example(torch.randint(0, vocab, (n,)).tolist(), [True] * n) for n in (300, 517, 1100)]
     with torch.no_grad():
-        packed = forward_nll(model, batch_tensors(D.make_batch(exs), dev), autocast_dtype=ac)
-        single = torch.cat([forward_nll(model, batch_tensors(D.make_batch([e]), dev), autocast_dtype=ac) for e in exs])
+        packed = forward_nll(model, batch_tensors(D.make_batch(exs), dev))
+        single = torch.cat([forward_nll(model, batch_tensors(D.make_batch([e]), dev)) for e in exs])
     res["checks"]["packed_vs_single_rel_err"] = float((packed - single).norm() / single.norm())
     res["checks"]["packed_vs_single_max_abs"] = float((packed - single).abs().max())
     from datakit.train import attention as A
@@ -212,7 +211,7 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
         n = t["targets"].numel()
 
         def step():
-            loss = forward_nll(model, t, autocast_dtype=ac).sum() / n
+            loss = forward_nll(model, t).sum() / n
             loss.backward()
             master.pull_grads()
             opt.step()
@@ -238,9 +237,9 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
         t = batch_tensors(D.make_batch(seqs), dev)
 
         def step():
-            logp, _ = seq_logps(model, t, 2 * mb, ac)
+            logp, _ = seq_logps(model, t, 2 * mb)
             with torch.no_grad(), model.disable_adapter():
-                ref, _ = seq_logps(model, t, 2 * mb, ac)
+                ref, _ = seq_logps(model, t, 2 * mb)
             losses, _ = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], 0.1)
             losses.mean().backward()
             master.pull_grads()
