@@ -99,6 +99,7 @@ class GenerateConfig:
     max_words: int = 150
     seed: int = 0
     max_idle_rounds: int = 20
+    personas: str | None = None           # a personas file or folder: each task request asks as one of them
 
 
 @dataclass

@@ -22,9 +22,10 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from datakit.cli import curate_cmds, generate_cmds, judge_cmds, report_cmds, train_cmds, validate_cmds
+    from datakit.cli import (curate_cmds, generate_cmds, judge_cmds, methods_cmds, report_cmds, train_cmds,
+                             validate_cmds)
 
-    for module in (generate_cmds, curate_cmds, judge_cmds, train_cmds, validate_cmds, report_cmds):
+    for module in (generate_cmds, methods_cmds, curate_cmds, judge_cmds, train_cmds, validate_cmds, report_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -7,6 +7,9 @@
   a ``system`` column, and for preferences ``chosen``/``rejected`` single messages; plus the
   ``dataset_info.json`` entry that registers the file.
 
+Records that carry ``messages`` (``datakit converse``) export the whole conversation: every
+assistant turn is a training target.
+
 The user turn joins instruction and input one way everywhere: the instruction, and when the
 input is not empty, a blank line and the input (``instruction + "\\n\\n" + input``), each with
 surrounding whitespace stripped.
@@ -92,6 +95,50 @@ def dpo_row_sharegpt(instruction: str, input: str, chosen: str, rejected: str, *
         "rejected": {"from": "gpt", "value": rejected},
         "system": system or "",
     }
+    row.update(_meta(meta))
+    return row
+
+
+def conversation_messages(messages: list[dict[str, str]], system: str | None = None) -> list[dict[str, str]]:
+    """A record's ``messages`` for SFT: ``system`` opens it unless it has a system message."""
+    msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+    if system and (not msgs or msgs[0]["role"] != "system"):
+        msgs.insert(0, {"role": "system", "content": system})
+    return msgs
+
+
+def check_conversation(messages: Any) -> str | None:
+    """Why ``messages`` is not a trainable conversation (None when it is): an optional system
+    message, then user/assistant alternating, ending with an assistant turn."""
+    if not isinstance(messages, list) or not messages:
+        return "bad_messages"
+    roles = [m.get("role") if isinstance(m, dict) else None for m in messages]
+    if any(not isinstance(m.get("content"), str) for m in messages if isinstance(m, dict)):
+        return "bad_messages"
+    body = roles[1:] if roles[0] == "system" else roles
+    if not body or len(body) % 2 or any(r != ("user", "assistant")[i % 2] for i, r in enumerate(body)):
+        return "bad_messages"
+    return None
+
+
+def sft_row_conversation(messages: list[dict[str, str]], *, with_text: bool = False,
+                         meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A multi-turn SFT row, TRL / axolotl style: the whole conversation as ``messages``."""
+    row: dict[str, Any] = {"messages": messages}
+    if with_text:
+        row["text"] = render_chatml(messages)
+    row.update(_meta(meta))
+    return row
+
+
+def sft_row_sharegpt_conversation(messages: list[dict[str, str]], *, meta: dict[str, Any] | None = None
+                                  ) -> dict[str, Any]:
+    """A multi-turn SFT row, LLaMA-Factory sharegpt style (human/gpt alternating, ``system``)."""
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    tags = {"user": "human", "assistant": "gpt"}
+    row: dict[str, Any] = {"conversations": [{"from": tags[m["role"]], "value": m["content"]}
+                                             for m in messages if m["role"] != "system"],
+                           "system": system}
     row.update(_meta(meta))
     return row
 

@@ -46,8 +46,10 @@ def source_records(source: str | Path) -> list[Record]:
 
 def default_out(source: str | Path, name: str) -> Path:
     src = Path(source)
+    if not src.exists():
+        raise UserError("run directory not found", path=str(src))
     if not src.is_dir():
-        raise UserError(f"SOURCE is a file: name the run directory to write with --out", field="--out")
+        raise UserError("SOURCE is a file: name the run directory to write with --out", field="--out")
     return src / name
 
 

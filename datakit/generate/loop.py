@@ -35,6 +35,7 @@ from datakit.curate.rouge import RougeLNovelty
 from datakit.curate.rules import RuleFilter, RulesConfig
 from datakit.errors import UserError
 from datakit.generate.parse import parse_instance, parse_task_list
+from datakit.generate.personas import Persona, load_personas, pick_persona
 from datakit.prompts import load_prompt
 from datakit.records import JsonlAppender, Record, Verdict, read_jsonl
 from datakit.runs import RunDir, RunLock
@@ -95,7 +96,8 @@ class SelfInstruct:
         self.task_requests = 0      # task-generation requests sent in committed rounds
         self.accepted_so_far = 0    # accepted records in committed rounds
         self._in_round = 0          # accepted so far in the round in flight
-        self.p_tasks = load_prompt("generate_tasks")
+        self.personas: list[Persona] = load_personas(self.g.personas) if self.g.personas else []
+        self.p_tasks = load_prompt("generate_tasks_persona" if self.personas else "generate_tasks")
         self.p_in_first = load_prompt("instance_input_first")
         self.p_out_first = load_prompt("instance_output_first")
         for s in self.seeds:
@@ -146,15 +148,16 @@ class SelfInstruct:
         rng.shuffle(demos)
         return demos
 
-    def task_request(self, round_no: int, j: int) -> tuple[list[dict[str, str]], list[str]]:
+    def task_request(self, round_no: int, j: int) -> tuple[list[dict[str, str]], list[str], Persona | None]:
         rng = random.Random(f"{self.g.seed}:{round_no}:{j}")
         demos = self._demos(rng)
         k = len(demos)
+        persona = pick_persona(self.personas, self.g.seed, round_no, j) if self.personas else None
         body = self.p_tasks.render(
             num_demos=str(k), demos="\n".join(f"{i}. {t}" for i, (_, t) in enumerate(demos, 1)),
             num_new=str(self.g.new_tasks_per_request), first_new=str(k + 1),
-            last_new=str(k + self.g.new_tasks_per_request))
-        return [{"role": "user", "content": body}], [d for d, _ in demos]
+            last_new=str(k + self.g.new_tasks_per_request), persona=persona.text if persona else "")
+        return [{"role": "user", "content": body}], [d for d, _ in demos], persona
 
     def instance_request(self, instruction: str, is_cls: bool) -> tuple[list[dict[str, str]], str]:
         """The prompt for a task's input and output. Everything but the task itself is the same
@@ -176,14 +179,16 @@ class SelfInstruct:
         self._in_round = 0
         requests = [self.task_request(round_no, j) for j in range(self.requests_needed(needed))]
         answers = await asyncio.gather(*(self.pool.chat("generate", msgs, params=task_params)
-                                         for msgs, _ in requests))
+                                         for msgs, _, _ in requests))
         accepted: list[Record] = []
         rejected: list[Record] = []
         tasks: list[Record] = []
-        for j, ((_, demo_ids), ans) in enumerate(zip(requests, answers)):
+        for j, ((_, demo_ids, persona), ans) in enumerate(zip(requests, answers)):
             base = {"round": round_no, "request": j, "demo_ids": demo_ids, "teacher": ans.teacher,
                     "model": ans.model, "prompt": self.p_tasks.lineage(), "params": ans.params,
                     "cached": ans.cached}
+            if persona is not None:
+                base["persona"] = persona.id
             if not ans.ok:
                 rejected.append(Record(id=f"g{round_no:05d}-{j:02d}-xx", instruction="", status="rejected",
                                        reason="teacher_error", lineage={**base, "error": ans.error}))
@@ -332,7 +337,9 @@ async def generate(cfg: DatakitConfig, run: RunDir, *, command: str = "datakit g
     """Run (or resume) self-instruct generation into ``run``. The library entry point."""
     from datakit.teachers.pool import open_teachers
 
-    load_seeds(cfg.generate.seeds)  # bad seeds fail before any server starts
+    load_seeds(cfg.generate.seeds)  # bad seeds (and personas) fail before any server starts
+    if cfg.generate.personas:
+        load_personas(cfg.generate.personas)
     state = run.load_state()
     if state and state["accepted"] >= cfg.generate.num:  # nothing to do: start no teacher
         if on_progress:
