@@ -117,3 +117,21 @@ def test_converse_kill_9_then_resume(conversed, tmp_path):
 def test_converse_bad_options(conversed, tmp_path):
     assert_user_error(run_cli("converse", str(conversed), "--turns", "1", "--out", str(tmp_path / "c")),
                       "--turns: must be at least 2")
+
+
+def test_rule_filters_see_every_user_turn_and_dedup_the_whole_conversation():
+    from datakit.curate.rules import RuleFilter, check_turns, conversation_text, user_turns
+
+    row = {"instruction": "Plan a week of meals for a family of four.",
+           "messages": [{"role": "system", "content": "Be brief."},
+                        {"role": "user", "content": "Plan a week of meals for a family of four."},
+                        {"role": "assistant", "content": "Monday: soup."},
+                        {"role": "user", "content": "Now draw a picture of Monday's dinner."},
+                        {"role": "assistant", "content": "I can describe it."}]}
+    assert user_turns(row) == [row["messages"][1]["content"], row["messages"][3]["content"]]
+    failed = [v for v in check_turns(RuleFilter(), row) if not v.passed]
+    assert failed[0].reason == "blacklisted" and failed[0].detail["turn"] == 2
+    assert conversation_text(row).splitlines() == [m["content"] for m in row["messages"][1:]]
+    single = {"instruction": "Plan a week of meals for a family of four."}
+    assert user_turns(single) == [single["instruction"]] and conversation_text(single) is None
+    assert all(v.passed for v in check_turns(RuleFilter(), single))

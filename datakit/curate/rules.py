@@ -141,3 +141,37 @@ class RuleFilter:
         ok = rr <= c.max_repeat_ratio
         out.append(Verdict("repetition", ok, round(rr, 4), None if ok else "repetitive"))
         return out
+
+
+# --------------------------------------------------------------------------- conversations
+
+def user_turns(row: dict) -> list[str]:
+    """The texts the rule filters check in a record: every user turn of a conversation
+    (``messages``), else the instruction."""
+    msgs = row.get("messages")
+    if isinstance(msgs, list) and msgs:
+        return [m.get("content") or "" for m in msgs if isinstance(m, dict) and m.get("role") == "user"]
+    return [row.get("instruction") or ""]
+
+
+def conversation_text(row: dict) -> str | None:
+    """The whole conversation as one text (every turn but the system message, one per line) for
+    ROUGE-L and near-duplicate checks; None for a single-turn record."""
+    msgs = row.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        return None
+    return "\n".join(m.get("content") or "" for m in msgs if isinstance(m, dict) and m.get("role") != "system")
+
+
+def check_turns(rules: RuleFilter, row: dict) -> list[Verdict]:
+    """The verdicts of the first user turn that fails a rule (``detail.turn``, 1-based), or of
+    the last turn when every one passes."""
+    verdicts: list[Verdict] = []
+    for k, text in enumerate(user_turns(row), 1):
+        verdicts = rules.check(text)
+        if not all(v.passed for v in verdicts):
+            for v in verdicts:
+                if not v.passed:
+                    v.detail = {**(v.detail or {}), "turn": k}
+            return verdicts
+    return verdicts
