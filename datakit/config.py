@@ -65,6 +65,23 @@ class TeacherConfig:
     # JSON mode), "json_schema" (OpenAI structured outputs), "llama_cpp" (json_object + schema,
     # as llama.cpp's server takes it; the bundled teacher uses this).
     schema_mode: str = "off"
+    # USD per million tokens through the provider's batch API (often half the online price);
+    # unset: the online price (never an underestimate for --max-cost).
+    batch_price_input: float | None = None
+    batch_price_output: float | None = None
+    max_cost: float | None = None     # USD this teacher may spend on one run directory
+    tokenizer: str | None = None      # for --dry-run token counts (a folder, a .gguf, a cached id)
+
+
+@dataclass
+class BatchConfig:
+    """The provider's batch API (``--batch``): half-price work that can wait up to a day."""
+
+    enabled: bool = False
+    poll_seconds: float = 30.0
+    completion_window: str = "24h"
+    retries: int = 1                  # new batches for failed lines; then they go online
+    max_requests: int = 50000         # lines per batch file (OpenAI's limit)
 
 
 @dataclass
@@ -108,6 +125,8 @@ class DatakitConfig:
     concurrency: int = 8
     local: LocalTeacherConfig = field(default_factory=LocalTeacherConfig)
     generate: GenerateConfig = field(default_factory=GenerateConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
+    max_cost: float | None = None     # USD all teachers together may spend on one run directory
     source: str | None = None  # the TOML file this came from, for error messages
 
     def teachers_for(self, role: str) -> list[TeacherConfig]:
@@ -212,9 +231,12 @@ def validate(cfg: DatakitConfig) -> DatakitConfig:
                 raise bad(f"{w}.roles", f"unknown role {r!r} (roles: {', '.join(ROLES)})")
         if not t.weight > 0:
             raise bad(f"{w}.weight", f"must be a positive number (got {t.weight})")
-        for k in ("price_input", "price_output"):
-            if getattr(t, k) < 0:
-                raise bad(f"{w}.{k}", f"must not be negative (got {getattr(t, k)})")
+        for k in ("price_input", "price_output", "batch_price_input", "batch_price_output"):
+            v = getattr(t, k)
+            if v is not None and v < 0:
+                raise bad(f"{w}.{k}", f"must not be negative (got {v})")
+        if t.max_cost is not None and not t.max_cost > 0:
+            raise bad(f"{w}.max_cost", f"must be a positive amount in USD (got {t.max_cost})")
         for k in ("rpm", "tpm", "timeout"):
             v = getattr(t, k)
             if v is not None and not v > 0:
@@ -227,6 +249,9 @@ def validate(cfg: DatakitConfig) -> DatakitConfig:
             raise bad(f"{w}.max_retries", f"must not be negative (got {t.max_retries})")
         if t.api_key_env is not None and not t.api_key_env.replace("_", "").isalnum():
             raise bad(f"{w}.api_key_env", f"must be an environment variable name (got {t.api_key_env!r})")
+    if cfg.max_cost is not None and not cfg.max_cost > 0:
+        raise bad("max_cost", f"must be a positive amount in USD (got {cfg.max_cost})")
+    _validate_batch(cfg.batch, bad)
     g = cfg.generate
     if g.num < 1:
         raise bad("generate.num", f"must be at least 1 (got {g.num})")
@@ -253,6 +278,17 @@ def validate(cfg: DatakitConfig) -> DatakitConfig:
     if not 0 <= g.min_words <= g.max_words:
         raise bad("generate.min_words", f"must be between 0 and max_words (got {g.min_words})")
     return cfg
+
+
+def _validate_batch(b: BatchConfig, bad: Any) -> None:
+    if not b.poll_seconds > 0:
+        raise bad("batch.poll_seconds", f"must be positive (got {b.poll_seconds})")
+    if b.retries < 0:
+        raise bad("batch.retries", f"must not be negative (got {b.retries})")
+    if not 1 <= b.max_requests <= 50000:
+        raise bad("batch.max_requests", f"must be between 1 and 50000 (got {b.max_requests})")
+    if not b.completion_window.strip():
+        raise bad("batch.completion_window", "must not be empty (providers take \"24h\")")
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None) -> DatakitConfig:

@@ -35,6 +35,41 @@ def teacher_options(f: Callable) -> Callable:
     return f
 
 
+def spend_options(f: Callable) -> Callable:
+    """--max-cost and --dry-run, for the commands that pay teachers (generate, respond, judge)."""
+    options = [
+        click.option("--max-cost", type=float, help="Stop before this run directory costs more than this many USD "
+                     "(everything paid on it, all commands and sessions; the config's max_cost). Exit 1 when "
+                     "reached; rerun with a higher budget to continue."),
+        click.option("--dry-run", is_flag=True, help="Send nothing: print per teacher the requests, tokens, cost "
+                     "online and in batch, and the wall time the rate limits imply."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
+def show_estimate(what: str, est: Any, cfg: DatakitConfig) -> None:
+    """The --dry-run report: one column per teacher, then the assumptions it rests on."""
+    console.print(table(f"{what} --dry-run (nothing was sent)", est.rows(cfg.concurrency)))
+    tot = est.totals()
+    console.print(f"total: {tot['requests']:,} requests, {tot['prompt_tokens']:,} tokens in, "
+                  f"~{tot['completion_tokens']:,} tokens out; ~${tot['cost']:.4f} online, "
+                  f"~${tot['batch_cost']:.4f} with --batch")
+    for note in est.notes:
+        console.print(f"[dim]assumed: {note}[/dim]")
+    console.print("[dim]prompt tokens: the teacher's tokenizer where its config names one, else 1 per CJK "
+                  "character and 1 per 4 other characters, +3 per message and request; wall time: "
+                  "1 s + 50 tokens/s per request where concurrency decides[/dim]")
+
+
+def stop_if_budget(message: str | None) -> None:
+    """A command the budget stopped: its line, exit 1 (what was done is committed)."""
+    if message:
+        console.print(f"[yellow]{message}[/yellow]")
+        sys.exit(1)
+
+
 def config_from_options(config_path: str | None, base_url: str | None, model: str | None,
                         api_key_env: str | None, concurrency: int | None,
                         overrides: dict[str, Any] | None = None) -> DatakitConfig:

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from datakit.cli.common import config_from_options, console, pairs_table, stage, table, teacher_options
+from datakit.cli.common import (config_from_options, console, pairs_table, show_estimate, spend_options, stage,
+                                stop_if_budget, table, teacher_options)
 
 
 class _Progress:
@@ -63,15 +64,23 @@ def _floats(text: str | None, name: str) -> list[float] | None:
 @click.option("--limit", type=int, help="Only the first N accepted records (for a quick look).")
 @click.option("--records", "records", type=click.Path(dir_okay=False),
               help="Only the run's records whose ids are in this file (the output of filter/dedup).")
+@click.option("--batch", is_flag=True, help="Through the providers' batch API (often half price, up to 24 h); "
+              "a rerun resumes the batches in flight.")
+@spend_options
 def respond_cmd(run_dir: str, teacher_names: str | None, n: int, temperatures: str | None, max_tokens: int,
-                include_output: bool, limit: int | None, records: str | None, **topts: Any) -> None:
+                include_output: bool, limit: int | None, records: str | None, batch: bool, max_cost: float | None,
+                dry_run: bool, **topts: Any) -> None:
     """Collect candidate responses for every accepted task of RUN_DIR (resumable)."""
     from datakit.judge.run import RespondOptions, respond
 
-    cfg = config_from_options(**topts)
+    cfg = config_from_options(**topts, overrides={"max_cost": max_cost, "batch.enabled": batch or None})
     opts = RespondOptions(teachers=[t.strip() for t in teacher_names.split(",") if t.strip()] if teacher_names else None,
                           n=n, temperatures=_floats(temperatures, "--temperatures"), max_tokens=max_tokens,
                           include_output=include_output, limit=limit, records=records)
+    if dry_run:
+        from datakit.judge.dry_run import estimate_respond
+
+        return show_estimate("respond", estimate_respond(Path(run_dir), cfg, opts), cfg)
     with stage("respond", [run_dir]) as st, _Progress("respond") as prog:
         res = respond(Path(run_dir), cfg, opts, on_progress=prog, on_status=prog.status)
         st.counts = {"records": res.n_records, "planned": res.planned, "new": res.done, "resumed": res.skipped,
@@ -83,6 +92,7 @@ def respond_cmd(run_dir: str, teacher_names: str | None, n: int, temperatures: s
         ("candidates file", str(res.path))]))
     if res.teacher_rows:
         console.print(table("teachers", res.teacher_rows))
+    stop_if_budget(res.stopped)
 
 
 @click.command("judge")
@@ -107,16 +117,23 @@ def respond_cmd(run_dir: str, teacher_names: str | None, n: int, temperatures: s
               help="DPO pairs the judge cannot tell apart: none (drop them), temperature (lowest-temperature "
                    "sample chosen, highest rejected), or teacher:NAME (NAME's answer chosen over any other's). "
                    "A judge that prefers the other side always wins; pairs record their basis.")
+@click.option("--batch", is_flag=True, help="Through the providers' batch API (often half price, up to 24 h "
+              "per phase); a rerun resumes the batches in flight.")
+@spend_options
 def judge_cmd(run_dir: str, judge_teacher: str | None, mode: str, max_pairs: int, min_margin: float,
               max_tokens: int, limit: int | None, json_schema: bool, records: str | None, tie_break: str,
-              **topts: Any) -> None:
+              batch: bool, max_cost: float | None, dry_run: bool, **topts: Any) -> None:
     """Score candidates with a rubric and/or pairwise judge, rank them, build preference pairs."""
     from datakit.judge.run import JudgeOptions, judge
 
-    cfg = config_from_options(**topts)
+    cfg = config_from_options(**topts, overrides={"max_cost": max_cost, "batch.enabled": batch or None})
     opts = JudgeOptions(teacher=judge_teacher, mode=mode, max_pairs=max_pairs, min_margin=min_margin,
                         max_tokens=max_tokens, limit=limit, json_schema=json_schema, records=records,
                         tie_break=tie_break)
+    if dry_run:
+        from datakit.judge.dry_run import estimate_judge
+
+        return show_estimate("judge", estimate_judge(Path(run_dir), cfg, opts), cfg)
     with stage("judge", [run_dir]) as st, _Progress("judge") as prog:
         res = judge(Path(run_dir), cfg, opts, on_progress=prog, on_status=prog.status)
         st.counts = {"records": res.n_records, "pointwise": res.pointwise_total,
@@ -144,6 +161,7 @@ def judge_cmd(run_dir: str, judge_teacher: str | None, mode: str, max_pairs: int
         ("merged view", str(res.judged_path))]))
     if res.teacher_rows:
         console.print(table("teachers", res.teacher_rows))
+    stop_if_budget(res.stopped)
 
 
 @click.command("export")

@@ -88,6 +88,7 @@ class SelfInstruct:
                  on_progress: Callable[[int, int], None] | None = None):
         self.cfg, self.g, self.run, self.pool = cfg, cfg.generate, run, pool
         self.on_progress = on_progress or (lambda done, total: None)
+        self.on_status: Callable[[str], None] | None = None
         self.seeds: list[SeedTask] = load_seeds(self.g.seeds)
         self.rules = RuleFilter(RulesConfig(min_words=self.g.min_words, max_words=self.g.max_words))
         self.novelty = RougeLNovelty(self.g.rouge_threshold, self.g.rouge_tokenizer)
@@ -206,6 +207,7 @@ class SelfInstruct:
                     continue
                 self._filter(rec)
                 (tasks if rec.status == "accepted" else rejected).append(rec)
+        await self._batch_instances(tasks, round_no)
         results = await asyncio.gather(*(self._instance(rec) for rec in tasks))
         for rec, ok in zip(tasks, results):
             (accepted if ok else rejected).append(rec)
@@ -235,12 +237,31 @@ class SelfInstruct:
         if keep:
             self._remember(rec.instruction, rec.id)
 
+    async def _ask_instance(self, instruction: str, is_cls: bool) -> Any:
+        msgs, _ = self.instance_request(instruction, is_cls)
+        params = {"temperature": self.g.instance_temperature, "max_tokens": self.g.instance_max_tokens}
+        return await self.pool.chat("respond", msgs, params=params, json_mode=True, schema=instance_schema(is_cls))
+
+    async def _batch_instances(self, tasks: list[Record], round_no: int) -> None:
+        """``--batch-instances``: the round's instance requests through the batch API first."""
+        if not (self.pool.batch and self.pool.batch.enabled) or not tasks:
+            return
+        from datakit.teachers.batch import prefill
+
+        def report(desc: str, done: int, total: int) -> None:
+            if self.on_status:
+                self.on_status(f"{desc} ({done}/{total})")
+
+        calls = [lambda r=rec: self._ask_instance(r.instruction, looks_like_classification(r.instruction))
+                 for rec in tasks]
+        await prefill(self.pool, calls, self.run.path, f"instances-r{round_no:05d}", report)
+        if self.on_status:
+            self.on_status("")
+
     async def _instance(self, rec: Record) -> bool:
         g = self.g
         is_cls = looks_like_classification(rec.instruction)
-        msgs, prompt_name = self.instance_request(rec.instruction, is_cls)
-        params = {"temperature": g.instance_temperature, "max_tokens": g.instance_max_tokens}
-        ans = await self.pool.chat("respond", msgs, params=params, json_mode=True, schema=instance_schema(is_cls))
+        ans = await self._ask_instance(rec.instruction, is_cls)
         rec.is_classification = is_cls
         prompt = self.p_out_first if is_cls else self.p_in_first
         rec.lineage["instance"] = {"teacher": ans.teacher, "model": ans.model, "prompt": prompt.lineage(),
@@ -298,6 +319,15 @@ class SelfInstruct:
                 needed = self.g.num - accepted_total
                 n_requests = self.requests_needed(needed)
                 accepted, rejected = await self.run_round(round_no, needed)
+                if self.pool.budget_stop():
+                    # requests the budget refused are no teacher's error: the round is not
+                    # committed (a rerun replays it, its paid answers from the cache); the
+                    # counters are, so that what this session spent stays in state.json
+                    summary.stopped_reason = self.pool.budget_stop()
+                    state = self.run.load_state() or {"round": 0, "accepted": 0, "task_requests": 0, "rejected": {}}
+                    self.run.commit({**state, "teachers": _merge_stats(before, self.pool.stats())})
+                    round_no -= 1
+                    break
                 rec_log.write_batch(r.to_dict() for r in accepted)
                 rej_log.write_batch(r.to_dict() for r in rejected)
                 self.machine.extend(accepted)
@@ -351,4 +381,5 @@ async def generate(cfg: DatakitConfig, run: RunDir, *, command: str = "datakit g
         run.prepare(cfg.snapshot(), command)
         async with open_teachers(cfg, run.cache_path, log_dir=run.path, on_status=on_status) as pool:
             loop = SelfInstruct(cfg, run, pool, on_progress)
+            loop.on_status = on_status
             return await loop.run_all()

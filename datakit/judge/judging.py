@@ -23,7 +23,7 @@ from datakit.export.formats import user_content
 from datakit.judge import store
 from datakit.judge.pairs import candidate_score, check_tie_break, position_bias_rate
 from datakit.judge.parse import ASPECTS, parse_pairwise, parse_pointwise
-from datakit.judge.work import Progress, drain, load_run_records, open_pool, resolve_teachers
+from datakit.judge.work import Progress, batch_prefill, drain, load_run_records, open_pool, resolve_teachers
 from datakit.prompts import load_prompt
 from datakit.records import Record, write_table
 from datakit.runs import RunLock
@@ -67,6 +67,7 @@ class JudgeResult:
     pair_basis: Counter = field(default_factory=Counter)  # kept pairs by basis: judge / design:…
     pair_drops: Counter = field(default_factory=Counter)
     teacher_rows: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None   # why the budget stopped the run (exit 1)
 
 
 def _schema(name: str, properties: dict[str, Any]) -> dict[str, Any]:
@@ -251,25 +252,29 @@ def judge(run_dir: str | Path, cfg: Any, opts: JudgeOptions, *, on_progress: Pro
         logged_cands = store.load_candidates(run_dir)
         cand_lists = {r.id: store.record_candidates(r, logged_cands.get(r.id)) for r in recs}
 
-        async def run_phase(plan: _Plan, what: str) -> None:
+        async def run_phase(pool: Any, plan: _Plan, what: str) -> None:
             res.planned += plan.planned
             res.skipped += plan.skipped
             if on_progress:
                 on_progress(plan.skipped, plan.planned, what)
+            await batch_prefill(pool, plan.jobs, run_dir, what, on_progress)
+            refused = pool.budget.refused if pool.budget else 0
             d, _, f = await drain(plan.jobs, log, on_progress, what, plan.planned, plan.skipped)
             res.done += d
-            res.failed += f
+            res.failed += f - ((pool.budget.refused - refused) if pool.budget else 0)
 
         async def main() -> None:
             async with open_pool(cfg, run_dir, on_status) as pool:
                 asker = _Asker(pool, judge_name, opts)
                 if opts.mode in ("pointwise", "both"):
                     plan = _pointwise_plan(recs, cand_lists, store.load_judgements(run_dir), asker)
-                    await run_phase(plan, "judge: pointwise")
-                if opts.mode in ("pairwise", "both"):
+                    await run_phase(pool, plan, "judge: pointwise")
+                res.stopped = pool.budget_stop()
+                if opts.mode in ("pairwise", "both") and not res.stopped:
                     plan = _pairwise_plan(recs, cand_lists, store.load_judgements(run_dir), asker, opts.max_pairs)
-                    await run_phase(plan, "judge: pairwise")
+                    await run_phase(pool, plan, "judge: pairwise")
                 res.teacher_rows = pool.summary_rows()
+                res.stopped = pool.budget_stop()
 
         asyncio.run(main())
         merged = store.merge_run(run_dir, opts.min_margin, {r.id for r in recs} if opts.records else None,

@@ -11,7 +11,7 @@ from typing import Any, Awaitable, Callable
 from datakit.errors import UserError
 from datakit.export.formats import user_content
 from datakit.judge import store
-from datakit.judge.work import Progress, drain, load_run_records, open_pool, resolve_teachers
+from datakit.judge.work import Progress, batch_prefill, drain, load_run_records, open_pool, resolve_teachers
 from datakit.records import JsonlAppender, Record
 from datakit.runs import RunLock
 
@@ -36,6 +36,7 @@ class RespondResult:
     cached: int = 0
     failed: int = 0
     teacher_rows: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None   # why the budget stopped the run (exit 1)
 
 
 def sample_temperatures(n: int, given: list[float] | None) -> list[float]:
@@ -63,6 +64,50 @@ def _check_options_respond(opts: RespondOptions) -> None:
             raise UserError(f"must be between 0 and 2 (got {t:g})", field="--temperatures")
 
 
+def plan_units(run_dir: Path, recs: list[Record], cfg: Any, opts: RespondOptions, res: RespondResult
+               ) -> tuple[list[tuple[Record, str, int]], list[dict[str, Any]]]:
+    """What is left to do: (record, teacher, sample) units to ask for, and rows of the records'
+    own outputs to add as candidates (``--include-output``); counts go into ``res``."""
+    teachers = resolve_teachers(cfg, opts.teachers, "respond")
+    have = store.load_candidates(run_dir)
+    res.n_records = len(recs)
+    extra_rows = []
+    units: list[tuple[Record, str, int]] = []
+    for rec in recs:
+        got = have.get(rec.id, {})
+        if opts.include_output and (rec.output or "").strip():
+            res.planned += 1
+            if store.OUTPUT_CANDIDATE in got:
+                res.skipped += 1
+            else:
+                extra_rows.append({"record_id": rec.id, **store.output_candidate(rec)})
+        for t in teachers:
+            for k in range(opts.n):
+                res.planned += 1
+                if f"{t}#{k}" in got:
+                    res.skipped += 1
+                else:
+                    units.append((rec, t, k))
+    return units, extra_rows
+
+
+def respond_job(pool: Any, opts: RespondOptions, rec: Record, t: str, k: int
+                ) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+    """The unit of work: ask teacher ``t`` for sample ``k``; its log row, or None on failure."""
+    temps = sample_temperatures(opts.n, opts.temperatures)
+
+    async def run() -> dict[str, Any] | None:
+        params = {"temperature": temps[k], "max_tokens": opts.max_tokens}
+        r = await pool.chat("respond", respond_messages(rec), params=params, json_mode=False,
+                            salt=f"respond#{k}", teacher=None if t == "local" else t)
+        if not r.ok or not (r.text or "").strip():
+            return None
+        return {"record_id": rec.id, "id": f"{t}#{k}", "output": r.text.strip(), "teacher": r.teacher,
+                "model": r.model, "params": r.params, "cached": r.cached, "usage": r.usage,
+                "finish_reason": r.finish_reason}
+    return run
+
+
 def respond(run_dir: str | Path, cfg: Any, opts: RespondOptions, *, on_progress: Progress | None = None,
             on_status: Callable[[str], None] | None = None) -> RespondResult:
     """Collect candidate responses into ``candidates.jsonl`` (resumable; see the module docstring)."""
@@ -70,30 +115,9 @@ def respond(run_dir: str | Path, cfg: Any, opts: RespondOptions, *, on_progress:
     _check_options_respond(opts)
     recs = load_run_records(run_dir, opts.limit, opts.records)
     with RunLock(run_dir, "datakit respond"):  # one writer per run directory
-        teachers = resolve_teachers(cfg, opts.teachers, "respond")
-        temps = sample_temperatures(opts.n, opts.temperatures)
         log = run_dir / store.CANDIDATES
-        have = store.load_candidates(run_dir)
-        res = RespondResult(path=log, n_records=len(recs))
-
-        extra_rows = []
-        units: list[tuple[Record, str, int]] = []
-        for rec in recs:
-            got = have.get(rec.id, {})
-            if opts.include_output and (rec.output or "").strip():
-                res.planned += 1
-                if store.OUTPUT_CANDIDATE in got:
-                    res.skipped += 1
-                else:
-                    row = store.output_candidate(rec)
-                    extra_rows.append({"record_id": rec.id, **row})
-            for t in teachers:
-                for k in range(opts.n):
-                    res.planned += 1
-                    if f"{t}#{k}" in got:
-                        res.skipped += 1
-                    else:
-                        units.append((rec, t, k))
+        res = RespondResult(path=log)
+        units, extra_rows = plan_units(run_dir, recs, cfg, opts, res)
         if extra_rows:
             with JsonlAppender(log) as app:
                 app.write_batch(extra_rows)
@@ -105,24 +129,15 @@ def respond(run_dir: str | Path, cfg: Any, opts: RespondOptions, *, on_progress:
 
         async def main() -> None:
             async with open_pool(cfg, run_dir, on_status) as pool:
-                def job(rec: Record, t: str, k: int) -> Callable[[], Awaitable[dict[str, Any] | None]]:
-                    async def run() -> dict[str, Any] | None:
-                        params = {"temperature": temps[k], "max_tokens": opts.max_tokens}
-                        r = await pool.chat("respond", respond_messages(rec), params=params, json_mode=False,
-                                            salt=f"respond#{k}", teacher=None if t == "local" else t)
-                        if not r.ok or not (r.text or "").strip():
-                            return None
-                        return {"record_id": rec.id, "id": f"{t}#{k}", "output": r.text.strip(), "teacher": r.teacher,
-                                "model": r.model, "params": r.params, "cached": r.cached, "usage": r.usage,
-                                "finish_reason": r.finish_reason}
-                    return run
-
-                jobs = [job(*u) for u in units]
+                jobs = [respond_job(pool, opts, *u) for u in units]
+                await batch_prefill(pool, jobs, run_dir, "respond", on_progress)
+                refused = pool.budget.refused if pool.budget else 0
                 d, c, f = await drain(jobs, log, on_progress, "respond", res.planned, res.skipped + res.done)
                 res.done += d
                 res.cached += c
-                res.failed += f
+                res.failed += f - ((pool.budget.refused - refused) if pool.budget else 0)
                 res.teacher_rows = pool.summary_rows()
+                res.stopped = pool.budget_stop()
 
         asyncio.run(main())
         return res

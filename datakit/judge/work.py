@@ -83,6 +83,21 @@ async def drain(jobs: list[Callable[[], Awaitable[dict[str, Any] | None]]], log:
     return done, cached, failed
 
 
+async def batch_prefill(pool: Any, jobs: list[Callable[[], Awaitable[Any]]], run_dir: Path, what: str,
+                        on_progress: Progress | None) -> None:
+    """In batch mode (``--batch``), answer the jobs' requests through the provider's batch API
+    first; the jobs then find every answer in the cache (:mod:`datakit.teachers.batch`)."""
+    if not (pool.batch and pool.batch.enabled) or not jobs:
+        return
+    from datakit.teachers.batch import prefill
+
+    def report(desc: str, done: int, total: int) -> None:
+        if on_progress:
+            on_progress(done, total, f"{what}: {desc}")
+
+    await prefill(pool, jobs, run_dir, what.replace(": ", "-"), report)
+
+
 def open_pool(cfg: Any, run_dir: Path, on_status: Callable[[str], None] | None):
     from datakit.teachers.pool import open_teachers
 

@@ -47,6 +47,15 @@ class ResponseCache:
                 (key, json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False),
                  time.time()))
 
+    def spent(self) -> dict[str, float]:
+        """USD paid for the answers held here, per teacher (answers carry ``teacher`` and ``cost``
+        since budgets exist; older ones count as free)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT json_extract(response, '$.teacher'), SUM(json_extract(response, '$.cost')) "
+                "FROM responses WHERE json_extract(response, '$.cost') IS NOT NULL GROUP BY 1").fetchall()
+        return {str(name): float(total or 0.0) for name, total in rows}
+
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]

@@ -17,7 +17,13 @@ for a normal answer), before the random faults take over: for tests that need an
 
 ``GET /_stats`` returns counters: requests, answers by status, and for each distinct request
 body (sha256) how many times it was received and answered with a 200 — what the resume tests
-use to prove that no answered request was paid for twice.
+use to prove that no answered request was paid for twice. ``http`` counts every HTTP request
+by route (what ``--dry-run`` tests use to prove that nothing at all was sent).
+
+The batch API (``/v1/files``, ``/v1/batches``, see :mod:`datakit.teachers.fake_batch`) answers
+each line exactly as the chat endpoint would, over a scripted time (:class:`BatchScript`:
+processing seconds, a rate of failed lines, expiry), and counts batches created and lines
+received per request body.
 
 Run it standalone with ``python -m datakit.teachers.fake_server --port 8099 --latency 0.2``.
 """
@@ -34,6 +40,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from datakit.teachers.fake_batch import BatchScript, FakeBatches
 
 Responder = Callable[[dict[str, Any]], str]
 
@@ -151,10 +159,15 @@ class Stats:
     statuses: Counter = field(default_factory=Counter)
     received: Counter = field(default_factory=Counter)   # body sha256 -> times received
     answered: Counter = field(default_factory=Counter)   # body sha256 -> times answered with 200
+    http: Counter = field(default_factory=Counter)       # "METHOD route" -> HTTP requests
+    batches_created: int = 0
+    batch_lines: Counter = field(default_factory=Counter)  # body sha256 -> times received in a batch
 
     def to_dict(self) -> dict[str, Any]:
         return {"requests": self.requests, "statuses": dict(self.statuses),
-                "received": dict(self.received), "answered": dict(self.answered)}
+                "received": dict(self.received), "answered": dict(self.answered),
+                "http": dict(self.http), "batches_created": self.batches_created,
+                "batch_lines": dict(self.batch_lines)}
 
 
 def body_key(raw: bytes) -> str:
@@ -169,7 +182,8 @@ class FakeOpenAIServer:
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, latency: float = 0.0,
                  faults: Faults | None = None, responder: Responder | None = None,
                  api_key: str | None = None, seed: int = 0, model: str = "fake-model",
-                 script: list[str | None] | None = None):
+                 script: list[str | None] | None = None, chat_overhead: tuple[int, int] = (0, 0),
+                 batch: BatchScript | None = None, batch_script: list[BatchScript] | None = None):
         self.host, self.port, self.latency = host, port, latency
         self.faults = faults or Faults()
         self.responder = responder or default_responder
@@ -178,6 +192,10 @@ class FakeOpenAIServer:
         self.rng = random.Random(seed)
         self.script = list(script or [])
         self.stats = Stats()
+        # usage: prompt tokens are characters / 4, plus (per message, per request) tokens as a
+        # chat template adds them (OpenAI documents 3 and 3)
+        self.chat_overhead = chat_overhead
+        self.batches = FakeBatches(self, batch or BatchScript(), list(batch_script or []))
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -224,6 +242,8 @@ class FakeOpenAIServer:
 
     async def _route(self, method: str, path: str, headers: dict[str, str], body: bytes,
                      writer: asyncio.StreamWriter) -> bool:
+        if path != "/_stats":
+            self.stats.http[f"{method} {_route_name(path)}"] += 1
         if path == "/_stats":
             self._write(writer, 200, json.dumps(self.stats.to_dict()).encode())
             await writer.drain()
@@ -237,6 +257,11 @@ class FakeOpenAIServer:
         if method == "GET" and path.endswith("/models"):
             self._write(writer, 200, json.dumps({"object": "list", "data": [
                 {"id": self.model, "object": "model", "created": 0, "owned_by": "datakit"}]}).encode())
+            await writer.drain()
+            return True
+        if "/files" in path or "/batches" in path:
+            status, payload, ctype = self.batches.handle(method, path, headers, body)
+            self._write(writer, status, payload, ctype=ctype)
             await writer.drain()
             return True
         if not (method == "POST" and path.endswith("/chat/completions")):
@@ -289,19 +314,25 @@ class FakeOpenAIServer:
             self._write(writer, 400, b'{"error": {"message": "body is not JSON"}}')
             await writer.drain()
             return True
-        text = self.responder(body)
-        pt = sum(len(str(m.get("content", ""))) for m in body.get("messages", [])) // 4
-        ct = max(1, len(text) // 4)
-        payload = {"id": "chatcmpl-" + key[:12], "object": "chat.completion", "created": int(time.time()),
-                   "model": body.get("model", self.model),
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop"}],
-                   "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}
+        payload = self.completion(body, key)
         st.statuses["200"] += 1
         st.answered[key] += 1
         self._write(writer, 200, json.dumps(payload).encode())
         await writer.drain()
         return True
+
+    def completion(self, body: dict[str, Any], key: str) -> dict[str, Any]:
+        """The chat completion for a request body (the same online and in a batch)."""
+        text = self.responder(body)
+        per_message, per_request = self.chat_overhead
+        msgs = body.get("messages", [])
+        pt = sum(len(str(m.get("content", ""))) for m in msgs) // 4 + per_message * len(msgs) + per_request
+        ct = max(1, len(text) // 4)
+        return {"id": "chatcmpl-" + key[:12], "object": "chat.completion", "created": int(time.time()),
+                "model": body.get("model", self.model),
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                             "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}}
 
     # ----------------------------------------------------------------- lifecycle
     async def serve(self) -> None:
@@ -342,6 +373,12 @@ class FakeOpenAIServer:
         self.stop()
 
 
+def _route_name(path: str) -> str:
+    """A path with its ids taken out (``/v1/batches/batch_12`` -> ``/v1/batches/{id}``)."""
+    parts = path.split("/")
+    return "/".join("{id}" if p.startswith(("file-", "batch_")) else p for p in parts)
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--port", type=int, default=8099)
@@ -351,13 +388,15 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument(f"--rate-{name}", type=float, default=0.0)
     p.add_argument("--retry-after", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-seconds", type=float, default=2.0, help="time a batch takes to process")
     p.add_argument("--lists", choices=["plain", "hosted"], default="plain",
                    help="task lists numbered plainly, or laid out as hosted teachers do (headings, bold labels)")
     a = p.parse_args(argv)
     faults = Faults(a.rate_429, a.rate_500, a.rate_hang, a.rate_drop, a.rate_garbage, a.retry_after,
                     rate_400=a.rate_400)
     srv = FakeOpenAIServer(port=a.port, latency=a.latency, faults=faults, api_key=a.api_key, seed=a.seed,
-                           responder=hosted_responder() if a.lists == "hosted" else None)
+                           responder=hosted_responder() if a.lists == "hosted" else None,
+                           batch=BatchScript(seconds=a.batch_seconds))
 
     async def run() -> None:
         await srv.serve()

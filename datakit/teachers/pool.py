@@ -13,7 +13,11 @@ retries switched off so that datakit can count, pace and cache them itself:
 * a per-request timeout;
 * the SQLite response cache (:mod:`datakit.teachers.cache`) consulted before and written
   after every request, so no answered request is paid for twice;
-* token and cost accounting per teacher.
+* token and cost accounting per teacher, and an optional spending cap
+  (:mod:`datakit.teachers.budget`) that reserves each request's worst case before it is sent;
+* a *collect* mode (``pool.collecting()``) in which requests missing from the cache are noted
+  instead of sent: the batch API (:mod:`datakit.teachers.batch`) answers them into the cache,
+  and ``--dry-run`` (:mod:`datakit.teachers.estimate`) prices them.
 
 Problems that no retry can fix (unreachable endpoint at start, a rejected key, an unknown
 model, a teacher failing every request) raise :class:`~datakit.errors.TeacherError`; one
@@ -43,6 +47,7 @@ import openai
 
 from datakit.config import DatakitConfig, TeacherConfig
 from datakit.errors import TeacherError
+from datakit.teachers.budget import Budget, budget_for, worst_case_cost
 from datakit.teachers.cache import ResponseCache, request_key
 from datakit.teachers.ratelimit import TokenBucket
 
@@ -66,6 +71,18 @@ class ChatResult:
 
 
 @dataclass
+class Pending:
+    """A request noted in collect mode: where it would go, its cache key and its body."""
+    teacher: "Teacher"
+    key: str
+    request: dict[str, Any]
+    cached: bool = False   # the cache answers it (nothing to pay)
+
+
+COLLECTED = "not sent (collected for a batch or an estimate)"
+
+
+@dataclass
 class TeacherStats:
     requests: int = 0          # answered HTTP requests (billed by the provider)
     cache_hits: int = 0
@@ -75,6 +92,7 @@ class TeacherStats:
     completion_tokens: int = 0
     cost: float = 0.0
     seconds: float = 0.0       # busy time: wall seconds with at least one request in flight
+    batch_requests: int = 0    # of ``requests``, those answered through the batch API
     errors: Counter = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,6 +182,13 @@ class Teacher:
 
     def where(self) -> str:
         return f"teacher '{self.name}' at {self.cfg.base_url}"
+
+    def prices(self, batch: bool = False) -> tuple[float, float]:
+        return prices(self.cfg, batch)
+
+    def cost(self, usage: dict[str, int], batch: bool = False) -> float:
+        pi, po = self.prices(batch)
+        return (usage.get("prompt_tokens", 0) * pi + usage.get("completion_tokens", 0) * po) / 1e6
 
     async def preflight(self) -> None:
         """Fail fast, with one clear line, on an unreachable endpoint or a rejected key."""
@@ -292,32 +317,53 @@ class Teacher:
     def _parse(self, raw: bytes, est: float) -> dict[str, Any]:
         """Read a 200 answer and account for it; anything wrong with it is retryable."""
         try:
-            resp = json.loads(raw)
-            choice = resp["choices"][0]
-            text = choice["message"]["content"]
-            if not isinstance(text, str):
-                raise TypeError("no message content")
-            usage = resp.get("usage") or {}
-            pt = int(usage.get("prompt_tokens") or 0)
-            ct = int(usage.get("completion_tokens") or 0)
-            finish_reason = choice.get("finish_reason")
+            answer = read_completion(json.loads(raw))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             raise _Retryable("malformed", f"malformed answer: {type(e).__name__}: {str(e)[:100]}") from None
+        self.account(answer["usage"])
+        u = answer["usage"]
+        if self.tpm and (u["prompt_tokens"] or u["completion_tokens"]):
+            self.tpm.adjust(u["prompt_tokens"] + u["completion_tokens"] - est)
+        return answer
+
+    def account(self, usage: dict[str, int], batch: bool = False) -> float:
+        """Count one answered (billed) request in the stats; returns its cost."""
         s = self.stats
         s.requests += 1
-        s.prompt_tokens += pt
-        s.completion_tokens += ct
-        s.cost += (pt * self.cfg.price_input + ct * self.cfg.price_output) / 1e6
-        if self.tpm and (pt or ct):
-            self.tpm.adjust(pt + ct - est)
-        return {"text": text, "usage": {"prompt_tokens": pt, "completion_tokens": ct},
-                "finish_reason": finish_reason}
+        s.batch_requests += batch
+        s.prompt_tokens += usage["prompt_tokens"]
+        s.completion_tokens += usage["completion_tokens"]
+        cost = self.cost(usage, batch)
+        s.cost += cost
+        return cost
 
     async def aclose(self) -> None:
         for c in self.clients:
             await c.close()
         for h in self._https:
             await h.aclose()
+
+
+def prices(cfg: TeacherConfig, batch: bool = False) -> tuple[float, float]:
+    """USD per million prompt and completion tokens, online or through the batch API (whose
+    prices default to the online ones)."""
+    if batch:
+        return (cfg.price_input if cfg.batch_price_input is None else cfg.batch_price_input,
+                cfg.price_output if cfg.batch_price_output is None else cfg.batch_price_output)
+    return cfg.price_input, cfg.price_output
+
+
+def read_completion(resp: dict[str, Any]) -> dict[str, Any]:
+    """A chat completion body as datakit keeps it: ``{"text", "usage", "finish_reason"}``
+    (raises KeyError/TypeError/... on a malformed one). Online and batch answers alike."""
+    choice = resp["choices"][0]
+    text = choice["message"]["content"]
+    if not isinstance(text, str):
+        raise TypeError("no message content")
+    usage = resp.get("usage") or {}
+    return {"text": text, "usage": {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
+                                    "completion_tokens": int(usage.get("completion_tokens") or 0)},
+            "finish_reason": choice.get("finish_reason")}
 
 
 class _Failed(Exception):
@@ -339,6 +385,20 @@ class TeacherPool:
         self.by_name = {t.name: t for t in teachers}
         self.cache = cache
         self.sem = asyncio.Semaphore(concurrency)  # requests on the wire, all teachers together
+        self.budget: Budget | None = None
+        self.batch: Any = None  # the config's BatchConfig (batch mode, see datakit.teachers.batch)
+        self.collector: list[Pending] | None = None  # collect mode: note requests, send nothing
+        self.prepaid: set[str] = set()  # keys a batch answered this session, not yet handed out
+
+    @contextlib.contextmanager
+    def collecting(self):
+        """Collect mode: ``chat`` answers from the cache, and notes every other request (a
+        :class:`Pending`) in the list this yields instead of sending it."""
+        self.collector = []
+        try:
+            yield self.collector
+        finally:
+            self.collector = None
 
     def for_role(self, role: str) -> list[Teacher]:
         ts = [t for t in self.teachers if role in t.cfg.roles]
@@ -392,14 +452,37 @@ class TeacherPool:
         key = request_key({"endpoint": t.cache_identity, "request": req, "salt": salt})
         hit = self.cache.get(key)
         if hit is not None:
-            t.stats.cache_hits += 1
-            return ChatResult(True, hit["text"], None, True, t.name, t.cfg.model, params,
+            cached = True
+            if self.collector is not None:
+                self.collector.append(Pending(t, key, req, cached=True))
+            else:
+                # an answer a batch bought this session is handed out as a fresh one, so that
+                # records are the same as online; any other hit was paid for before
+                cached = key not in self.prepaid
+                self.prepaid.discard(key)
+                t.stats.cache_hits += cached
+            return ChatResult(True, hit["text"], None, cached, t.name, t.cfg.model, params,
                               hit.get("usage", {}), key, hit.get("finish_reason"))
+        if self.collector is not None:
+            self.collector.append(Pending(t, key, req))
+            return ChatResult(False, None, COLLECTED, False, t.name, t.cfg.model, params, {}, key)
+        return await self._send(t, req, key, params)
+
+    async def _send(self, t: Teacher, req: dict[str, Any], key: str, params: dict[str, Any]) -> ChatResult:
+        """Send a request that is not in the cache, within the budget; cache its answer."""
+        worst = worst_case_cost(req, *t.prices()) if self.budget else 0.0
+        if self.budget and not await self.budget.reserve(t.name, worst):
+            return ChatResult(False, None, self.budget.stop_message(), False, t.name, t.cfg.model, params, {}, key)
+        cost = 0.0
         try:
             answer = await t.complete(req, slot=self.sem)
+            cost = t.cost(answer["usage"])
         except (_Retryable, _Failed) as e:
             return ChatResult(False, None, str(e), False, t.name, t.cfg.model, params, {}, key)
-        self.cache.put(key, req, answer)
+        finally:
+            if self.budget:
+                self.budget.settle(t.name, worst, cost)
+        self.cache.put(key, req, {**answer, "teacher": t.name, "cost": cost})
         return ChatResult(True, answer["text"], None, False, t.name, t.cfg.model, params,
                           answer["usage"], key, answer.get("finish_reason"))
 
@@ -419,7 +502,14 @@ class TeacherPool:
                          "tok in": s.prompt_tokens, "tok out": s.completion_tokens,
                          "USD": round(s.cost, 4),
                          "tok/s": round(s.completion_tokens / s.seconds, 1) if s.seconds else 0.0})
+        if any(t.stats.batch_requests for t in self.teachers):
+            for row, t in zip(rows, self.teachers):
+                row["batched"] = t.stats.batch_requests
         return rows
+
+    def budget_stop(self) -> str | None:
+        """Why the budget stopped this session (None: it did not)."""
+        return self.budget.stop_message() if self.budget else None
 
     async def aclose(self) -> None:
         for t in self.teachers:
@@ -445,6 +535,8 @@ async def open_teachers(cfg: DatakitConfig, cache_path: str | Path, *, log_dir: 
             await asyncio.to_thread(local.start)
             teachers = [Teacher(local.teacher_config(), cache_identity=local.cache_identity)]
         pool = TeacherPool(teachers, ResponseCache(cache_path), cfg.concurrency)
+        pool.budget = budget_for(cfg, teachers, pool.cache.spent)
+        pool.batch = cfg.batch
         try:
             if preflight:
                 await pool.preflight()
