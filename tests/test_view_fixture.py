@@ -113,3 +113,30 @@ def make_big(run: Path, n: int, seed: int = 0) -> Path:
     (run / "state.json").write_text(json.dumps({"round": n // 20 + 1, "accepted": n}))
     (run / "config.json").write_text(json.dumps({"command": "datakit generate", "config": {}}))
     return run
+
+
+def start_view(run: Path, *args: str, timeout: float = 60):
+    """``datakit view RUN --port 0 ARGS`` in a subprocess; returns (process, base URL, printed line)."""
+    import os
+    import re
+    import select
+    import subprocess
+    import sys
+    import time
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop("DATAKIT_VIEW_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "datakit", "view", str(run), "--port", "0", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline, buf = time.monotonic() + timeout, b""
+    while b"\n" not in buf:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            proc.kill()
+            raise RuntimeError(f"datakit view did not start: {buf.decode(errors='replace')}{proc.stderr.read().decode()}")
+        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+        if ready:
+            buf += os.read(proc.stderr.fileno(), 4096)
+    line = buf.decode().splitlines()[0]
+    m = re.search(r"http://(\S+?)/", line)
+    assert m, line
+    return proc, f"http://{m.group(1)}", line

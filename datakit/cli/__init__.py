@@ -28,6 +28,8 @@ def _register() -> None:
     for module in (generate_cmds, methods_cmds, curate_cmds, judge_cmds, train_cmds, validate_cmds, report_cmds):
         for command in module.COMMANDS:
             cli.add_command(command)
+    from datakit.cli.view_cmds import view_cmd
+    cli.add_command(view_cmd)
 
 
 _register()
