@@ -136,7 +136,7 @@ async def _resume(pool: TeacherPool, state: BatchState) -> list[dict[str, Any]]:
     left = [e for e in keep if e["status"] == "submitted"]
     for e in left:
         if pool.budget:
-            pool.budget.force_reserve(e["teacher"], e["worst"])
+            pool.budget.force_reserve(e["teacher"], e["worst"], e["n"])
     return left
 
 
@@ -213,7 +213,7 @@ async def _finish(pool: TeacherPool, state: BatchState, entry: dict[str, Any], r
     b = await _wait(pool, entry, report)
     spent = await _collect_results(pool, state, entry, b)
     if pool.budget:
-        pool.budget.settle(entry["teacher"], entry["worst"], spent)
+        pool.budget.settle(entry["teacher"], entry["worst"], spent, entry["n"])
     c = b.request_counts
     entry.update(status="done", result=b.status, completed=c.completed if c else None,
                  failed=c.failed if c else None, cost=round(spent, 6))

@@ -46,6 +46,7 @@ class Budget:
         self.teacher_limits = {k: v for k, v in teacher_limits.items() if v is not None}
         self.spent: dict[str, float] = dict(spent or {})          # all sessions, per teacher
         self.reserved: dict[str, float] = {}
+        self.in_flight: dict[str, int] = {}   # reservations not yet settled, per teacher
         self.closed: dict[str, str] = {}   # teacher name ("*": all) -> why it is closed
         self.refused = 0                   # requests not sent because of the budget
         self._event: asyncio.Event | None = None
@@ -93,10 +94,10 @@ class Budget:
                 return False
             which = self._over(teacher, amount)
             if which is None:
-                self.reserved[teacher] = self.reserved.get(teacher, 0.0) + amount
+                self._hold(teacher, amount)
                 return True
-            in_flight = sum(self.reserved.values()) if which == "*" else self.reserved.get(teacher, 0.0)
-            if in_flight <= 0:
+            in_flight = sum(self.in_flight.values()) if which == "*" else self.in_flight.get(teacher, 0)
+            if not in_flight:
                 self._close(which, teacher, amount)
                 continue
             if self._event is None:
@@ -113,16 +114,22 @@ class Budget:
             self._close(which, teacher, amount)
             self.refused += 1
             return False
-        self.reserved[teacher] = self.reserved.get(teacher, 0.0) + amount
+        self._hold(teacher, amount)
         return True
 
-    def force_reserve(self, teacher: str, amount: float) -> None:
-        """Account for work already submitted (a batch resumed after a restart)."""
-        self.reserved[teacher] = self.reserved.get(teacher, 0.0) + amount
+    def force_reserve(self, teacher: str, amount: float, count: int = 1) -> None:
+        """Account for ``count`` requests already submitted (a batch resumed after a restart)."""
+        self._hold(teacher, amount, count)
 
-    def settle(self, teacher: str, reserved: float, actual: float) -> None:
-        """A request finished: drop its reservation, add what it cost."""
-        self.reserved[teacher] = max(0.0, self.reserved.get(teacher, 0.0) - reserved)
+    def _hold(self, teacher: str, amount: float, count: int = 1) -> None:
+        self.reserved[teacher] = self.reserved.get(teacher, 0.0) + amount
+        self.in_flight[teacher] = self.in_flight.get(teacher, 0) + count
+
+    def settle(self, teacher: str, reserved: float, actual: float, count: int = 1) -> None:
+        """``count`` requests finished: drop their reservation, add what they cost."""
+        self.in_flight[teacher] = self.in_flight.get(teacher, 0) - count
+        left = self.reserved.get(teacher, 0.0) - reserved
+        self.reserved[teacher] = left if self.in_flight[teacher] > 0 else 0.0  # no float dust
         self.spent[teacher] = self.spent.get(teacher, 0.0) + actual
         if self._event is not None:
             self._event.set()
