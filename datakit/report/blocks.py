@@ -79,13 +79,3 @@ def summary_pairs(rep: dict[str, Any]) -> list[tuple[str, str]]:
     if s["validation_verdict"]:
         rows.append(("validation", s["validation_verdict"]))
     return rows
-
-
-def build_card(rep: dict[str, Any]) -> Card:
-    from datakit.report import sections_pipeline as sp
-    from datakit.report import sections_results as sr
-
-    card = Card(title=f"Data card: {rep['run']}", summary=summary_pairs(rep), warnings=list(rep["warnings"]))
-    for make in (sp.funnel, sp.data, sr.judge, sr.lineage_cost, sr.validation):
-        card.sections.append(make(rep, card))
-    return card

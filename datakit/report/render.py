@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from datakit.records import atomic_write_bytes, atomic_write_text
-from datakit.report.blocks import Card, build_card
+from datakit.report import sections_pipeline as sp
+from datakit.report import sections_results as sr
+from datakit.report.blocks import Card, summary_pairs
 from datakit.report.collect import collect
 from datakit.report.files import CARD_DIR, Progress
 from datakit.report.style import CSS
@@ -25,6 +27,13 @@ class ReportResult:
     report: dict[str, Any]
     files: list[Path] = field(default_factory=list)
     seconds: float = 0.0
+
+
+def build_card(rep: dict[str, Any]) -> Card:
+    card = Card(title=f"Data card: {rep['run']}", summary=summary_pairs(rep), warnings=list(rep["warnings"]))
+    for make in (sp.funnel, sp.data, sr.judge, sr.lineage_cost, sr.validation):
+        card.sections.append(make(rep, card))
+    return card
 
 
 def _md_cell(s: Any) -> str:
