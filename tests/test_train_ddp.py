@@ -81,7 +81,10 @@ def _launch(tmp_path: Path, config: dict, outs: list[str], self_init: list[bool]
 def _config(tmp_path: Path, model_dir: Path, **kw) -> dict:
     base = dict(data=str(_write_jsonl(tmp_path / "sft.jsonl", _sft_rows(10))),
                 eval_data=str(_write_jsonl(tmp_path / "eval.jsonl", _sft_rows(1))),
-                model=str(model_dir), pack=False, batch_size=2, grad_accum=1, epochs=1.0, eval_every=2,
+                # batch_tokens 0: micro-batches of 2 examples, counted (not by tokens), so that the
+                # 5 micro-batches split unevenly as described above
+                model=str(model_dir), pack=False, batch_size=2, batch_tokens=0, grad_accum=1, epochs=1.0,
+                eval_every=2,
                 lr=3e-3, warmup_ratio=0.0, max_len=128, lora_dropout=0.0, samples=1, sample_tokens=4)
     base.update(kw)
     return base

@@ -34,7 +34,13 @@ class TrainConfig:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    batch_size: int = 1  # micro-batch: rows of max_len tokens (packed) or examples (unpacked)
+    # micro-batch: batch_size packed rows of max_len tokens, or as many DPO pairs / unpacked
+    # examples as fit in batch_size x max_len tokens (batch_tokens 0: batch_size of them)
+    batch_size: int = 1
+    # tokens a micro-batch of DPO pairs or unpacked SFT examples may hold (chosen + rejected
+    # count both); None: batch_size x max_len, the size of a packed SFT micro-batch; 0: count
+    # batch_size examples or pairs instead of tokens
+    batch_tokens: int | None = None
     grad_accum: int = 4
     max_len: int = 2048
     pack: bool = True
@@ -58,6 +64,13 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def micro_budget(self) -> int | None:
+        """Token budget of one micro-batch of DPO pairs or unpacked SFT examples (None: count
+        ``batch_size`` of them); packed SFT rows are ``batch_size`` rows of ``max_len``."""
+        if self.batch_tokens == 0:
+            return None
+        return self.batch_tokens or self.batch_size * self.max_len
+
     def check(self) -> "TrainConfig":
         def bad(name: str, msg: str) -> UserError:
             return UserError(msg, field=name)
@@ -75,6 +88,9 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise bad(name, f"must be a whole number >= 1, got {v!r}")
+        if self.batch_tokens is not None and (not isinstance(self.batch_tokens, int)
+                                              or isinstance(self.batch_tokens, bool) or self.batch_tokens < 0):
+            raise bad("batch_tokens", f"must be a whole number >= 0, got {self.batch_tokens!r}")
         if not isinstance(self.max_len, int) or self.max_len < 16:
             raise bad("max_len", f"must be a whole number >= 16, got {self.max_len!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):

@@ -282,39 +282,82 @@ def pack(examples: list[Example], max_len: int) -> list[list[int]]:
     return rows
 
 
+def budget_groups(order: list[int], sizes: list[int], budget: int) -> list[list[int]]:
+    """Cut ``order`` into runs of consecutive items whose ``sizes`` (tokens) add up to at most
+    ``budget``; an item larger than the budget goes alone. The items keep their order."""
+    groups: list[list[int]] = []
+    used = budget + 1
+    for i in order:
+        n = sizes[i]
+        if used + n > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += n
+    return groups
+
+
+def _epoch_orders(n: int, epochs: float, seed: int) -> list[list[int]]:
+    """Item order of each epoch (epoch e shuffled with ``seed + e``); a fractional last epoch
+    takes the start of its order (at least one item)."""
+    full = int(epochs)
+    frac = epochs - full
+    orders = []
+    e = 0
+    while e < full or (e == full and frac > 0):
+        order = list(range(n))
+        random.Random(seed + e).shuffle(order)
+        if e == full:
+            order = order[: max(1, round(len(order) * frac))]
+        orders.append(order)
+        e += 1
+    return orders
+
+
+def _cut(order: list[int], sizes: list[int], batch_size: int, budget: int | None) -> list[list[int]]:
+    if budget:
+        return budget_groups(order, sizes, budget)
+    return [order[s: s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 def sft_schedule(examples: list[Example], *, max_len: int, batch_size: int, pack_rows: bool,
-                 epochs: float, seed: int) -> list[list[int]]:
+                 epochs: float, seed: int, budget: int | None = None) -> list[list[int]]:
     """Micro-batches (lists of example indexes) for the whole run, in a fixed order for ``seed``:
-    epoch e is shuffled with ``seed + e``, so a resumed run sees exactly the same batches."""
-    groups = pack(examples, max_len) if pack_rows else [[i] for i in range(len(examples))]
-    full = int(epochs)
-    frac = epochs - full
-    micro: list[list[int]] = []
-    e = 0
-    while e < full or (e == full and frac > 0):
-        order = list(range(len(groups)))
-        random.Random(seed + e).shuffle(order)
-        if e == full:
-            order = order[: max(1, round(len(order) * frac))]
-        for s in range(0, len(order), batch_size):
-            micro.append([i for g in order[s: s + batch_size] for i in groups[g]])
-        e += 1
-    return micro
+    epoch e is shuffled with ``seed + e``, so a resumed run sees exactly the same batches.
+
+    Packed: ``batch_size`` packed rows a micro-batch. Unpacked: consecutive examples of the
+    epoch's order up to ``budget`` tokens a micro-batch (each still its own sequence), or
+    ``batch_size`` examples when ``budget`` is None."""
+    if pack_rows:
+        groups = pack(examples, max_len)
+        micro: list[list[int]] = []
+        for order in _epoch_orders(len(groups), epochs, seed):
+            for s in range(0, len(order), batch_size):
+                micro.append([i for g in order[s: s + batch_size] for i in groups[g]])
+        return micro
+    sizes = [len(ex) for ex in examples]
+    return [mb for order in _epoch_orders(len(examples), epochs, seed)
+            for mb in _cut(order, sizes, batch_size, budget)]
 
 
-def dpo_schedule(n_pairs: int, *, batch_size: int, epochs: float, seed: int) -> list[list[int]]:
-    full = int(epochs)
-    frac = epochs - full
-    micro: list[list[int]] = []
-    e = 0
-    while e < full or (e == full and frac > 0):
-        order = list(range(n_pairs))
-        random.Random(seed + e).shuffle(order)
-        if e == full:
-            order = order[: max(1, round(len(order) * frac))]
-        micro.extend(order[s: s + batch_size] for s in range(0, len(order), batch_size))
-        e += 1
-    return micro
+def dpo_schedule(n_pairs: int, *, batch_size: int, epochs: float, seed: int,
+                 sizes: list[int] | None = None, budget: int | None = None) -> list[list[int]]:
+    """Micro-batches of pair indexes: consecutive pairs of each epoch's order up to ``budget``
+    tokens (chosen + rejected, ``sizes``) a micro-batch, or ``batch_size`` pairs when
+    ``budget`` is None."""
+    if budget and sizes is None:
+        raise ValueError("a token budget needs the pair sizes")
+    return [mb for order in _epoch_orders(n_pairs, epochs, seed)
+            for mb in _cut(order, sizes or [], batch_size, budget)]
+
+
+def pair_sizes(pairs: list[Pair]) -> list[int]:
+    return [len(p.chosen) + len(p.rejected) for p in pairs]
+
+
+def eval_batches(items: list, sizes: list[int], *, batch_size: int, budget: int | None) -> list[list[int]]:
+    """Evaluation micro-batches for DPO or unpacked SFT: the items in order, cut like training."""
+    return _cut(list(range(len(items))), sizes, batch_size, budget)
 
 
 def shard(batches: list, world: int, rank: int) -> list:

@@ -91,8 +91,12 @@ def _fingerprint(cfg: TrainConfig, data_sha: str, world: int = 1) -> str:
     a step). A single process adds nothing, so single-process checkpoints keep their old key."""
     keep = {k: v for k, v in cfg.to_dict().items()
             if k not in ("out", "resume", "eval_every", "save_every", "log_every", "samples",
-                         "sample_tokens", "merge", "max_steps", "extra")}
+                         "sample_tokens", "merge", "max_steps", "extra", "batch_tokens")}
     keep["data_sha"] = data_sha
+    if (cfg.method == "dpo" or not cfg.pack) and cfg.micro_budget():
+        # micro-batches sized in tokens; packed SFT and counted micro-batches (batch_tokens 0)
+        # keep the key their checkpoints had before the token budget existed
+        keep["micro_budget"] = cfg.micro_budget()
     if world != 1:
         keep["world_size"] = world
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -193,8 +197,9 @@ class Run:
         cfg = self.cfg
         if cfg.method == "sft":
             return D.sft_schedule(self.train_ex, max_len=cfg.max_len, batch_size=cfg.batch_size,
-                                  pack_rows=cfg.pack, epochs=epochs, seed=cfg.seed)
-        return D.dpo_schedule(n_items, batch_size=cfg.batch_size, epochs=epochs, seed=cfg.seed)
+                                  pack_rows=cfg.pack, epochs=epochs, seed=cfg.seed, budget=cfg.micro_budget())
+        return D.dpo_schedule(n_items, batch_size=cfg.batch_size, epochs=epochs, seed=cfg.seed,
+                              sizes=D.pair_sizes(self.train_ex), budget=cfg.micro_budget())
 
     def _seqs(self, micro: list[int], items) -> list[D.Example]:
         if self.cfg.method == "sft":
@@ -237,7 +242,9 @@ class Run:
             load_4bit = False
         self.load_4bit = load_4bit
         self.emit("phase", {"name": f"loading {self.spec.label}"})
+        t0 = time.time()
         model = M.load_model(self.spec, load_4bit=load_4bit, device=self.device, dtype=self.dtype)
+        self.load_s = round(time.time() - t0, 1)
         self.model = M.add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                                 target_modules=cfg.target_modules,
                                 gradient_checkpointing=cfg.gradient_checkpointing, lora_dtype=lora_dtype,
@@ -305,11 +312,11 @@ class Run:
 
     def _micro_batches_eval(self):
         cfg = self.cfg
-        if cfg.method == "sft":
-            groups = D.pack(self.eval_items, cfg.max_len) if cfg.pack else [[i] for i in range(len(self.eval_items))]
+        if cfg.method == "sft" and cfg.pack:
+            groups = D.pack(self.eval_items, cfg.max_len)
             return [[i for g in groups[s: s + cfg.batch_size] for i in g] for s in range(0, len(groups), cfg.batch_size)]
-        idx = list(range(len(self.eval_items)))
-        return [idx[s: s + cfg.batch_size] for s in range(0, len(idx), cfg.batch_size)]
+        sizes = [len(ex) for ex in self.eval_items] if cfg.method == "sft" else D.pair_sizes(self.eval_items)
+        return D.eval_batches(self.eval_items, sizes, batch_size=cfg.batch_size, budget=cfg.micro_budget())
 
     # ---- across ranks
 
@@ -564,7 +571,8 @@ class Run:
                                "tokens_per_s": round(tokens / dt, 1) if dt > 0 else None,
                                "peak_mem_gib": self._peak_gib()}
         if self.cfg.method == "dpo":
-            row.update({"dpo_loss": round(agg["dpo_sum"] / n, 6),
+            row.update({"pairs": int(agg["n"]), "pairs_per_s": round(agg["n"] / dt, 2) if dt > 0 else None,
+                        "dpo_loss": round(agg["dpo_sum"] / n, 6),
                         "rewards_chosen": round(agg["chosen_sum"] / n, 6),
                         "rewards_rejected": round(agg["rejected_sum"] / n, 6),
                         "reward_margin": round(agg["margin_sum"] / n, 6),
@@ -626,7 +634,8 @@ class Run:
             "trainable_params": self.trainable, "total_params": self.total_params,
             "tokens_seen": self.tokens_seen,
             "tokens_per_s": round(self.run_tokens / self.run_time, 1) if self.run_time else None,
-            "peak_mem_gib": self._peak_gib(), "samples": self.samples_written,
+            "peak_mem_gib": self._peak_gib(), "peak_rss_gib": _peak_rss_gib(), "load_s": self.load_s,
+            "samples": self.samples_written,
             "wall_s": round(time.time() - self.t_start, 1), "notices": self.notices,
             "config": cfg.to_dict(),
             "files": {"adapter": "adapter/", "best": "best/" if (self.out / "best").exists() else None,
@@ -639,6 +648,15 @@ class Run:
         if self.device.type != "cuda":
             return None
         return round(torch.cuda.max_memory_allocated(self.device) / 2 ** 30, 2)
+
+
+def _peak_rss_gib() -> float | None:
+    """This process's peak resident memory on the CPU (None where the OS does not say)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
 
 
 def _read_metrics(path: Path):
