@@ -232,8 +232,8 @@ def main() -> None:
     for f in Path(args.tokenizer).iterdir():
         if f.is_file():
             shutil.copy(f, mdir / f.name)
-    data = synthetic_sft(out / "sft72.jsonl")
-    eval_data = synthetic_sft(out / "sft72_eval.jsonl", rows=2)
+    data = synthetic_sft(Path("/tmp/sft72.jsonl"))
+    eval_data = synthetic_sft(Path("/tmp/sft72_eval.jsonl"), rows=2)
     run_out = Path(f"/tmp/train72-{args.layers}L")
     shutil.rmtree(run_out, ignore_errors=True)
     rep["train"] = tr = run_train(mdir, data, eval_data, run_out, args.steps, ["--grad-accum", str(args.grad_accum)])

@@ -141,7 +141,7 @@ RUNS = [  # name, method, flags, config-file settings
 def run_one(name, method, flags, settings, model_dir: Path, data: Path, out: Path, steps: int) -> dict:
     run_out = Path("/tmp/small-run")
     shutil.rmtree(run_out, ignore_errors=True)
-    cfg = out / "small_cfg.json"
+    cfg = Path("/tmp/small_cfg.json")
     cfg.write_text(json.dumps(settings))
     cmd = [sys.executable, "-m", "datakit", "train", "--model", str(model_dir), "--data", str(data), "--method",
            method, "--out", str(run_out), "--max-steps", str(steps), "--samples", "0", "--no-validate",
@@ -177,7 +177,7 @@ def main() -> None:
     shutil.rmtree(mdir, ignore_errors=True)
     rep: dict = {"date": time.strftime("%Y-%m-%d"), "gpu": torch.cuda.get_device_name(0), "shape": SHAPE}
     rep["params"] = build(mdir, Path(args.tokenizer))
-    sft, dpo = synthetic(out)
+    sft, dpo = synthetic(Path("/tmp"))
     rep["tolerance_bf16"] = tolerance(mdir, sft, dpo)
     rep["runs"] = [run_one(*spec, mdir, dpo if spec[1] == "dpo" else sft, out, args.steps) for spec in RUNS]
     (out / "train_small.json").write_text(json.dumps(rep, indent=1))
