@@ -51,9 +51,9 @@ def spend_options(f: Callable) -> Callable:
 
 def show_estimate(what: str, est: Any, cfg: DatakitConfig) -> None:
     """The --dry-run report: one column per teacher, then the assumptions it rests on."""
-    console.print(table(f"{what} --dry-run (nothing was sent)", est.rows(cfg.concurrency)))
+    console.print(table(f"{what} --dry-run", est.rows(cfg.concurrency)))
     tot = est.totals()
-    console.print(f"total: {tot['requests']:,} requests, {tot['prompt_tokens']:,} tokens in, "
+    console.print(f"nothing was sent. Total: {tot['requests']:,} requests, {tot['prompt_tokens']:,} tokens in, "
                   f"~{tot['completion_tokens']:,} tokens out; ~${tot['cost']:.4f} online, "
                   f"~${tot['batch_cost']:.4f} with --batch")
     for note in est.notes:
