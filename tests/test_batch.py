@@ -4,6 +4,7 @@ mid-poll whose rerun picks the batch up without submitting anything twice."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -170,10 +171,9 @@ def test_kill_9_mid_poll_then_rerun_submits_nothing_twice(tmp_path):
 def test_generate_batch_instances_makes_the_same_records(tmp_path):
     with FakeOpenAIServer() as online, FakeOpenAIServer() as batch:
         def cfg(srv, on):
-            return load_config(None, {"generate": {"num": 12, "requests_per_round": 1}, "batch": {"enabled": on, "poll_seconds": 0.02},
+            return load_config(None, {"generate": {"num": 12, "requests_per_round": 1},
+                                      "batch": {"enabled": on, "poll_seconds": 0.02},
                                       "teachers": [{"name": "s", "base_url": srv.base_url, "model": "m"}]})
-        import asyncio
-
         asyncio.run(generate(cfg(online, False), RunDir(tmp_path / "a")))
         s = asyncio.run(generate(cfg(batch, True), RunDir(tmp_path / "b")))
         assert s.accepted == 12
@@ -186,9 +186,8 @@ def test_generate_batch_instances_makes_the_same_records(tmp_path):
 
 
 def test_a_teacher_without_a_batch_api_is_one_clear_error(tmp_path):
-    from test_judge_run import FakeOpenAIServer as Srv
-
-    with Srv(responder=judge_responder) as srv:
+    with FakeOpenAIServer(responder=judge_responder) as srv:
+        # a server without the batch routes (llama.cpp's, for one) answers 404 there
         srv.batches.handle = lambda *a: (404, b'{"error": {"message": "not found"}}', "application/json")
         run = make_run(tmp_path / "run", TASKS)
         with pytest.raises(TeacherError, match="has no batch API"):

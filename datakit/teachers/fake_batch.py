@@ -69,7 +69,8 @@ def parse_multipart(body: bytes, content_type: str) -> dict[str, tuple[str | Non
         if b"\r\n\r\n" not in part:
             continue
         head, content = part.split(b"\r\n\r\n", 1)
-        disp = next((l for l in head.decode("latin-1").split("\r\n") if l.lower().startswith("content-disposition")), "")
+        lines = head.decode("latin-1").split("\r\n")
+        disp = next((l for l in lines if l.lower().startswith("content-disposition")), "")
         attrs = dict(a.strip().split("=", 1) for a in disp.split(";")[1:] if "=" in a)
         name = attrs.get("name", "").strip('"')
         filename = attrs["filename"].strip('"') if "filename" in attrs else None
