@@ -192,3 +192,26 @@ def test_a_teacher_without_a_batch_api_is_one_clear_error(tmp_path):
         run = make_run(tmp_path / "run", TASKS)
         with pytest.raises(TeacherError, match="has no batch API"):
             respond(run, cfg_for(srv, True), RespondOptions())
+
+
+def test_a_batch_cancelled_at_the_provider_keeps_what_it_finished(tmp_path):
+    import threading
+
+    import httpx2 as httpx
+
+    with FakeOpenAIServer(responder=judge_responder, batch_script=[BatchScript(seconds=2.0)]) as srv:
+        run = make_run(tmp_path / "run", TASKS)
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault("r", respond(run, cfg_for(srv, True, retries=0),
+                                                                        RespondOptions(n=2))))
+        t.start()
+        deadline = time.time() + 30
+        while time.time() < deadline and stats(srv)["http"].get("GET /v1/batches/{id}", 0) < 20:
+            time.sleep(0.01)
+        bid = next(iter(srv.batches.batches))
+        assert httpx.post(f"{srv.base_url}/batches/{bid}/cancel").json()["id"] == bid
+        t.join(60)
+        entry = json.loads((run / "batches.json").read_text())["batches"][0]
+        assert entry["result"] == "cancelled" and 0 < entry["completed"] < 16
+        # what the batch finished came from it; the rest went online (no retries left)
+        assert out["r"].done == 16 and chat_posts(srv) == 16 - entry["completed"]

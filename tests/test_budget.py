@@ -5,6 +5,7 @@ here), keeps what was in flight, and a rerun with a higher budget continues."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 from collections import Counter
@@ -137,3 +138,22 @@ def test_budget_waits_for_requests_in_flight_before_it_closes():
 
     (ok, third, after), total = asyncio.run(main())
     assert ok and not third and not after and total == pytest.approx(0.6)
+
+
+def test_batch_lines_are_reserved_at_batch_prices_within_the_budget(tmp_path):
+    with FakeOpenAIServer(responder=judge_responder) as srv:
+        run = make_run(tmp_path / "run", TASKS)
+
+        def cfg(max_cost):
+            return load_config(None, {"max_cost": max_cost, "batch": {"enabled": True, "poll_seconds": 0.02},
+                                      "teachers": [{"name": "s", "base_url": srv.base_url, "model": "m",
+                                                    "price_input": P_IN, "price_output": P_OUT,
+                                                    "batch_price_input": P_IN / 2, "batch_price_output": P_OUT / 2}]})
+
+        r = respond(run, cfg(0.1), RespondOptions(max_tokens=40))
+        entry = json.loads((run / "batches.json").read_text())["batches"][0]
+        assert r.stopped and 0 < entry["n"] < 30 and r.done == entry["n"]
+        assert stats(srv)["http"].get("POST /v1/chat/completions", 0) == 0  # nothing was sent online past it
+        assert ResponseCache(run / "cache.sqlite").spent()["s"] <= 0.1
+        r = respond(run, cfg(1.0), RespondOptions(max_tokens=40))
+        assert r.stopped is None and r.done == 30 - entry["n"] and stats(srv)["batches_created"] == 2
