@@ -108,6 +108,8 @@ def make_app(store: ViewStore, token: str | None = None, allowed_hosts: set[str]
         if not isinstance(rid, str) or store.lookup(rid) is None:
             return _err(404, "no record with this id in the run")
         row["reviewer"] = row.get("reviewer") or reviewer
+        row.pop("time", None)   # the server's clock stamps every verdict
+        row.pop("old", None)    # and the old text is the one on disk, not what a client says
         try:
             _check_candidates(store, row, min_margin, tie_break)
             line = append_review(store.run, row)
@@ -115,6 +117,8 @@ def make_app(store: ViewStore, token: str | None = None, allowed_hosts: set[str]
             return _err(400, str(e))
         except UserError as e:
             return _err(409, str(e))
+        except Stale as e:
+            return _err(409, f"{e}: restart `datakit view` to index the run again")
         store.sync_reviews()
         return JSONResponse({"ok": True, "verdict": line, "review": store.states[rid].summary()})
 

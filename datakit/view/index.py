@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from datakit.curate.rules import language_share
+from datakit.errors import UserError
 
 INDEX = ".view-index.sqlite"
 LOCKFILE = ".view-index.lock"
-VERSION = "1"
+VERSION = "2"
 SOURCES = ("records.jsonl", "rejected.jsonl", "candidates.jsonl", "judgements.jsonl")
 SRC = {name: k for k, name in enumerate(SOURCES)}
 CHUNK = 2000
@@ -36,12 +37,12 @@ CHUNK = 2000
 SCHEMA = """
 create table meta(k text primary key, v text);
 create table recs(n integer primary key, id text, src int, off int, len int, status text, reason text,
-                  curation text, teacher text, lang text, score real, ncand int,
-                  instruction text, input text, output text);
+                  curation text, teacher text, lang text, score real, ncand int);
+create table texts(n integer primary key, instruction text, input text, output text);
 create index recs_id on recs(id);
 create table sub(record_id text, src int, off int, len int);
 create table cur(record_id text, reason text, duplicate_of text, similarity real, file text);
-create virtual table fts using fts5(instruction, input, output, content='recs', content_rowid='n',
+create virtual table fts using fts5(instruction, input, output, content='texts', content_rowid='n',
                                     tokenize='trigram');
 """
 
@@ -142,8 +143,13 @@ def _index_records(conn: sqlite3.Connection, run: Path, progress: Progress) -> N
 
 
 def _insert(conn: sqlite3.Connection, batch: list[tuple]) -> None:
-    conn.executemany("insert into recs(id, src, off, len, status, reason, teacher, lang, instruction, input, output)"
-                     " values (?,?,?,?,?,?,?,?,?,?,?)", batch)
+    """Filter columns and texts in two tables: a list query scans a few MB, not every text."""
+    if not batch:
+        return
+    first = conn.execute("select coalesce(max(n), 0) + 1 from recs").fetchone()[0]
+    conn.executemany("insert into recs(n, id, src, off, len, status, reason, teacher, lang) values (?,?,?,?,?,?,?,?,?)",
+                     [(first + k, *row[:8]) for k, row in enumerate(batch)])
+    conn.executemany("insert into texts values (?,?,?,?)", [(first + k, *row[8:]) for k, row in enumerate(batch)])
     conn.commit()
 
 
@@ -197,7 +203,8 @@ def _build(conn: sqlite3.Connection, run: Path, sig: str, progress: Progress) ->
     progress.phase = "judge"
     _index_judge(conn, run, progress)
     _index_curation(conn, run)
-    conn.execute("create index recs_score on recs(score)")
+    for col in ("score", "lang", "teacher", "status, reason", "curation"):
+        conn.execute(f"create index recs_{col.split(',')[0]} on recs({col})")
     progress.phase = "search"
     conn.execute("insert into fts(fts) values ('rebuild')")
     conn.execute("insert into meta values ('signature', ?)", (sig,))
@@ -233,7 +240,12 @@ class RunIndex:
         self.path = self.run / INDEX
         self.progress = Progress()
         self.ready = threading.Event()
-        self._lock_fd = os.open(self.run / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
+        self.sig = ""
+        try:
+            self._lock_fd = os.open(self.run / LOCKFILE, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot write the viewer's index here ({e.strerror}); the viewer needs a "
+                            "writable run directory", path=str(self.run)) from None
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             mine = True
@@ -277,6 +289,10 @@ class RunIndex:
         fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
         if not self._start():
             self._run_build()
+
+    def stale(self) -> bool:
+        """The run's files changed since the index was built (a stage ran meanwhile)."""
+        return bool(self.sig) and self.progress.phase == "ready" and signature(self.run) != self.sig
 
     def _unlock(self) -> None:
         if self._lock_fd is not None:

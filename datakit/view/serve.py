@@ -60,9 +60,12 @@ def allowed_hosts(host: str, port: int) -> set[str] | None:
 
 def serve(run: Path, host: str, port: int, token: str | None, reviewer: str, min_margin: float,
           tie_break: str | None, echo: Callable[[str], None]) -> None:
-    import uvicorn
+    try:
+        import uvicorn
 
-    from datakit.view.app import make_app
+        from datakit.view.app import make_app
+    except ImportError as e:
+        raise UserError(f"datakit view needs starlette and uvicorn ({e}): pip install 'datakit[view]'") from None
     from datakit.view.index import RunIndex
     from datakit.view.store import ViewStore
 

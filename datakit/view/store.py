@@ -15,7 +15,8 @@ from datakit.reviews import REVIEWS, ReviewState, fold, validate
 from datakit.view.index import RunIndex
 
 PAGE_MAX = 200
-SORTS = {"file": "n", "score_desc": "score is null, score desc, n", "score_asc": "score is null, score, n"}
+COUNT_CAP = 1000  # matches counted exactly when searching; more show as 1,000+
+SORTS = {"file": "s.n", "score_desc": "s.score is null, s.score desc, s.n", "score_asc": "s.score is null, s.score, s.n"}
 REVIEWED = {"yes": "r.record_id is not null", "no": "r.record_id is null", "accepted": "r.status = 'accepted'",
             "rejected": "r.status = 'rejected'", "edited": "r.edited = 1", "chose": "r.chose = 1"}
 
@@ -70,25 +71,35 @@ def _like(term: str) -> str:
     return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _search(q: str, fts: bool) -> tuple[list[str], list[Any]]:
-    """Every whitespace-separated term must occur (case-insensitive substring) in instruction,
-    input or output. Terms of 3+ characters use the trigram index once it is built."""
-    where, args = [], []
+def _search(q: str, fts: bool) -> tuple[str, list[str], list[Any]]:
+    """(tables joined, conditions, arguments) so that every whitespace-separated term occurs
+    (case-insensitive substring) in instruction, input or output. Terms of 3+ characters use the
+    trigram index once it is built; the full-text table then drives the query in record order,
+    so a page of a common term stops after the page, not after every match."""
+    join, where, args = "", [], []
     terms = q.split()
     long = [t for t in terms if fts and len(t) >= 3]
     if long:
-        where.append("s.n in (select rowid from fts where fts match ?)")
+        join = " join fts on fts.rowid = s.n"
+        where.append("fts match ?")
         args.append(" AND ".join('"' + t.replace('"', '""') + '"' for t in long))
-    for t in terms:
-        if t not in long:
-            where.append("(s.instruction like ? escape '\\' or s.input like ? escape '\\' "
-                         "or s.output like ? escape '\\')")
+    short = [t for t in terms if t not in long]
+    if short:
+        join += " join texts t on t.n = s.n"
+    for t in short:
+        if t.isascii() or t.lower() != t.upper():   # letters with case: LIKE (case-insensitive for ASCII)
+            where.append("(t.instruction like ? escape '\\' or t.input like ? escape '\\' "
+                         "or t.output like ? escape '\\')")
             args += [_like(t)] * 3
-    return where, args
+        else:                                        # CJK and other caseless text: a byte search
+            where.append("(instr(t.instruction, ?) or instr(t.input, ?) or instr(t.output, ?))")
+            args += [t] * 3
+    return join, where, args
 
 
-def where_clause(q: Query, fts: bool) -> tuple[str, list[Any]]:
-    where, args = _search(q.q, fts)
+def where_clause(q: Query, fts: bool) -> tuple[str, str, list[Any]]:
+    """(joins, where clause, arguments) of a list query over ``recs s``."""
+    join, where, args = _search(q.q, fts)
     if q.status == "removed":
         where.append("s.curation is not null")
     elif q.status:
@@ -109,7 +120,7 @@ def where_clause(q: Query, fts: bool) -> tuple[str, list[Any]]:
         args.append(q.max_score)
     if q.reviewed:
         where.append(REVIEWED[q.reviewed])
-    return (" where " + " and ".join(where)) if where else "", args
+    return join, (" where " + " and ".join(where)) if where else "", args
 
 
 LIST_COLS = ("n", "id", "status", "reason", "curation", "teacher", "lang", "score", "ncand", "instruction",
@@ -165,17 +176,29 @@ class ViewStore:
     # ------------------------------------------------------------------ queries
 
     def page(self, q: Query) -> dict[str, Any]:
+        """One page of the list and the number of matches (counted up to COUNT_CAP when searching:
+        a common word would otherwise cost a pass over every match)."""
         self.sync_reviews()
         fts = self.index.progress.phase == "ready"
-        where, args = where_clause(q, fts)
-        frm = " from recs s left join mem.rev r on r.record_id = s.id"
+        join, where, args = where_clause(q, fts)
+        frm = f" from recs s{join} left join mem.rev r on r.record_id = s.id"
+        order = "fts.rowid" if "fts match ?" in where and q.sort == "file" else SORTS[q.sort]
         sql = ("select s.n, s.id, s.status, s.reason, s.curation, s.teacher, s.lang, s.score, s.ncand, "
-               "substr(s.instruction, 1, 200), substr(s.output, 1, 160), r.status, r.reason, r.edited, r.chose"
-               f"{frm}{where} order by {SORTS[q.sort]} limit ? offset ?")
+               "substr(t.instruction, 1, 200), substr(t.output, 1, 160), r.status, r.reason, r.edited, r.chose"
+               f" from (select s.n{frm}{where} order by {order} limit ? offset ?) page"
+               " join recs s on s.n = page.n join texts t on t.n = s.n"
+               f" left join mem.rev r on r.record_id = s.id order by {SORTS[q.sort]}")
+        count = f"select count(*){frm}{where}"
+        if q.q.strip():
+            count = f"select count(*) from (select 1{frm}{where} limit {COUNT_CAP + 1})"
         with self.lock:
-            total = self.conn.execute(f"select count(*){frm}{where}", args).fetchone()[0]
             rows = self.conn.execute(sql, [*args, q.size, q.page * q.size]).fetchall()
-        return {"total": total, "page": q.page, "size": q.size, "search": "index" if fts else "scan",
+            if q.page == 0 and len(rows) < q.size:
+                total = len(rows)   # the page holds every match: no second pass to count them
+            else:
+                total = self.conn.execute(count, args).fetchone()[0]
+        return {"total": min(total, COUNT_CAP) if q.q.strip() else total, "more": total > COUNT_CAP and bool(q.q.strip()),
+                "page": q.page, "size": q.size, "search": "index" if fts else "scan",
                 "items": [dict(zip(LIST_COLS, r)) for r in rows]}
 
     def facets(self) -> dict[str, Any]:
@@ -206,8 +229,8 @@ class ViewStore:
             return {}
         marks = ",".join("?" * len(ids))
         with self.lock:
-            rows = self.conn.execute(f"select id, instruction, output, status, score from recs where id in ({marks})",
-                                     ids).fetchall()
+            rows = self.conn.execute("select s.id, t.instruction, t.output, s.status, s.score from recs s "
+                                     f"join texts t on t.n = s.n where s.id in ({marks})", ids).fetchall()
         return {r[0]: {"instruction": r[1], "output": r[2], "status": r[3], "score": r[4]} for r in rows}
 
     def curation(self, rid: str) -> dict[str, Any]:
@@ -227,4 +250,4 @@ class ViewStore:
 
     def status(self) -> dict[str, Any]:
         return {"run": os.path.basename(os.path.abspath(self.run)), "index": self.index.progress.as_dict(),
-                "bad_review_lines": self.bad_review_lines}
+                "stale": self.index.stale(), "bad_review_lines": self.bad_review_lines}

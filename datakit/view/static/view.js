@@ -94,11 +94,13 @@ async function loadList(keepSel) {
   if (!keepSel) S.sel = -1;
   const rows = $("rows");
   rows.replaceChildren(...S.items.map(rowEl));
-  const from = S.total ? S.page * S.size + 1 : 0, to = S.page * S.size + S.items.length;
-  $("count").textContent = `${S.total.toLocaleString()} records` + (data.search === "scan" && $("q").value ? " (search index still building)" : "");
-  $("pageinfo").textContent = `${from.toLocaleString()}–${to.toLocaleString()} of ${S.total.toLocaleString()}`;
+  S.more = data.more;
+  const from = S.items.length ? S.page * S.size + 1 : 0, to = S.page * S.size + S.items.length;
+  const total = S.total.toLocaleString() + (S.more ? "+" : "");
+  $("count").textContent = `${total} records` + (data.search === "scan" && $("q").value ? " (search index still building)" : "");
+  $("pageinfo").textContent = `${from.toLocaleString()}–${to.toLocaleString()} of ${total}`;
   $("prev").disabled = S.page === 0;
-  $("next").disabled = to >= S.total;
+  $("next").disabled = S.more ? S.items.length < S.size : to >= S.total;
   writeHash();
 }
 
@@ -116,7 +118,7 @@ async function select(i, focusId) {
 async function move(delta) {
   if (S.editing) return;
   const next = S.sel + delta;
-  if (next >= S.items.length && (S.page + 1) * S.size < S.total) { S.page++; await loadList(false); return select(0); }
+  if (next >= S.items.length && !$("next").disabled) { S.page++; await loadList(false); return select(0); }
   if (next < 0 && S.page > 0) { S.page--; await loadList(false); return select(S.items.length - 1); }
   return select(Math.max(0, Math.min(S.items.length - 1, next)));
 }
@@ -364,8 +366,10 @@ async function pollStatus() {
   if (!$("reviewer").value) $("reviewer").value = localStorage.getItem("datakit-reviewer") || st.reviewer || "";
   const ix = st.index, p = $("progress");
   if (ix.phase === "ready" || ix.phase === "failed") {
-    p.hidden = ix.phase === "ready";
+    p.hidden = ix.phase === "ready" && !st.stale;
+    if (st.stale) p.textContent = "the run changed since it was indexed: restart datakit view to see it";
     if (ix.error) p.textContent = "index failed: " + ix.error;
+    if (!S.staleTimer) S.staleTimer = setInterval(pollStale, 15000);
     if (S.wasIndexing) { S.wasIndexing = false; loadFacets(); loadList(true); }
     return;
   }
@@ -376,6 +380,13 @@ async function pollStatus() {
   loadFacets();
   loadList(true);
   setTimeout(pollStatus, 1000);
+}
+
+async function pollStale() {
+  try {
+    const st = await api("/api/status");
+    if (st.stale) { $("progress").hidden = false; $("progress").textContent = "the run changed since it was indexed: restart datakit view to see it"; }
+  } catch (e) { /* the server is gone: the next action says so */ }
 }
 
 async function start() {
