@@ -452,21 +452,25 @@ class TeacherPool:
         key = request_key({"endpoint": t.cache_identity, "request": req, "salt": salt})
         hit = self.cache.get(key)
         if hit is not None:
-            cached = True
-            if self.collector is not None:
-                self.collector.append(Pending(t, key, req, cached=True))
-            else:
-                # an answer a batch bought this session is handed out as a fresh one, so that
-                # records are the same as online; any other hit was paid for before
-                cached = key not in self.prepaid
-                self.prepaid.discard(key)
-                t.stats.cache_hits += cached
-            return ChatResult(True, hit["text"], None, cached, t.name, t.cfg.model, params,
-                              hit.get("usage", {}), key, hit.get("finish_reason"))
+            return self._from_cache(t, key, req, params, hit)
         if self.collector is not None:
             self.collector.append(Pending(t, key, req))
             return ChatResult(False, None, COLLECTED, False, t.name, t.cfg.model, params, {}, key)
         return await self._send(t, req, key, params)
+
+    def _from_cache(self, t: Teacher, key: str, req: dict[str, Any], params: dict[str, Any],
+                    hit: dict[str, Any]) -> ChatResult:
+        cached = True
+        if self.collector is not None:
+            self.collector.append(Pending(t, key, req, cached=True))
+        else:
+            # an answer a batch bought this session is handed out as a fresh one, so that
+            # records are the same as online; any other hit was paid for before
+            cached = key not in self.prepaid
+            self.prepaid.discard(key)
+            t.stats.cache_hits += cached
+        return ChatResult(True, hit["text"], None, cached, t.name, t.cfg.model, params,
+                          hit.get("usage", {}), key, hit.get("finish_reason"))
 
     async def _send(self, t: Teacher, req: dict[str, Any], key: str, params: dict[str, Any]) -> ChatResult:
         """Send a request that is not in the cache, within the budget; cache its answer."""
