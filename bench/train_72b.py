@@ -187,15 +187,34 @@ def _dir_gb(p: Path) -> float:
     return round(sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) / 1e9, 3) if p.exists() else 0.0
 
 
+def _watch_rss(proc) -> dict:
+    """Wait for ``proc``, sampling its resident memory from /proc every 0.2 s: the peaks of the
+    anonymous part (its own allocations) and of the file-backed part (mapped checkpoint pages,
+    which the kernel can drop)."""
+    peaks = {"RssAnon": 0, "RssFile": 0, "VmRSS": 0}
+    while proc.poll() is None:
+        try:
+            for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                key, _, val = line.partition(":")
+                if key in peaks:
+                    peaks[key] = max(peaks[key], int(val.split()[0]))
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.2)
+    return {k: round(v / 2 ** 20, 2) for k, v in peaks.items()}
+
+
 def run_train(mdir: Path, data: Path, eval_data: Path, run_out: Path, steps: int, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "datakit", "train", "--model", str(mdir), "--data", str(data),
            "--eval-data", str(eval_data), "--out", str(run_out), "--max-steps", str(steps),
            "--max-len", "2048", "--batch-size", "1", "--samples", "0", "--no-validate", "--no-resume", *extra]
     print("$", " ".join(cmd), flush=True)
     t = time.time()
-    rc = subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"})
+    proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "120"})
+    rss = _watch_rss(proc)
+    rc = proc.returncode
     wall = time.time() - t
-    res = {"rc": rc, "command": " ".join(cmd[1:]), "wall_s": round(wall, 1),
+    res = {"rc": rc, "command": " ".join(cmd[1:]), "wall_s": round(wall, 1), "rss_peaks_gib": rss,
            "child_peak_rss_gib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2 ** 20, 2)}
     if rc == 0:
         res["summary"] = json.loads((run_out / "summary.json").read_text())
@@ -255,7 +274,8 @@ def _result(rep: dict) -> dict:
     return {"params": rep["build"]["params"], "peak_gpu_gib": s["peak_mem_gib"], "goal_gib": 48,
             "tokens_per_s_median_after_step1": round(med, 1), "bound_6N_tokens_per_s": round(bound, 1),
             "fraction_of_bound": round(med / bound, 3), "load_s": s.get("load_s"),
-            "train_process_peak_rss_gib": rep["train"]["child_peak_rss_gib"], "losses": [r["loss"] for r in m],
+            "train_process_peak_rss_gib": rep["train"]["child_peak_rss_gib"],
+            "train_process_rss_peaks_gib": rep["train"]["rss_peaks_gib"], "losses": [r["loss"] for r in m],
             "saved_gb": rep["train"]["saved_gb"], "build_s": rep["build"]["build_s"],
             "checkpoint_gb": rep["build"]["checkpoint_gb"], "train_wall_s": rep["train"]["wall_s"]}
 

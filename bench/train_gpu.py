@@ -34,6 +34,7 @@ from pathlib import Path
 
 SEQ = 2048
 REENTRANT = os.environ.get("DK_REENTRANT", "1") == "1"  # the trainer's default; DK_REENTRANT=0 for non-reentrant
+LORA_DROPOUT = float(os.environ.get("DK_LORA_DROPOUT", "0.05"))  # datakit side only: the trainer's default
 SHAPE = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
              num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768, rope_theta=1e6,
              rms_norm_eps=1e-6, tie_word_embeddings=False)
@@ -170,8 +171,8 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
     t = time.time()
     model = load_model(ModelSpec(path), load_4bit=True, device=dev, dtype=torch.bfloat16)
     load_s = time.time() - t
-    model = add_lora(model, r=16, alpha=32, dropout=0.05, target_modules="all-linear", gradient_checkpointing=True,
-                     lora_dtype=torch.bfloat16, reentrant=REENTRANT)
+    model = add_lora(model, r=16, alpha=32, dropout=LORA_DROPOUT, target_modules="all-linear",
+                     gradient_checkpointing=True, lora_dtype=torch.bfloat16, reentrant=REENTRANT)
     master = Fp32Master(p for p in model.parameters() if p.requires_grad)
     opt = bnb.optim.PagedAdamW8bit(master.params, lr=1e-4)
     vocab = model.config.vocab_size
@@ -303,6 +304,7 @@ def main() -> None:
         if have != args.layers:
             raise SystemExit(f"{mdir} holds a {have}-layer model, not {args.layers}: use another --model-dir")
     report: dict = {"date": time.strftime("%Y-%m-%d"), "versions": _versions(), "seq_len": SEQ,
+                    "reentrant": REENTRANT, "lora_dropout": LORA_DROPOUT,
                     "shape": {**SHAPE, "num_hidden_layers": args.layers}}
     if not (mdir / "config.json").exists():
         print(f"building the random-weight model ({args.layers} layers) …", flush=True)

@@ -108,20 +108,41 @@ def tolerance(model_dir: Path, sft: Path, dpo: Path) -> dict:
         loss_fn = run._dpo_loss if method == "dpo" else run._sft_loss
         idx = list(range(len(items)))
         denom = len(idx) if method == "dpo" else sum(run._targets_in([i], items) for i in idx)
-        out = []
-        for mbs in ([[i] for i in idx], [idx]):
+
+        def grads():
+            return torch.cat([p.grad.float().reshape(-1) for p in model.parameters() if p.requires_grad])
+
+        def one_micro_batch():
             model.zero_grad(set_to_none=True)
-            total = 0.0
-            for mb in mbs:
-                loss, _ = loss_fn(mb, items, denom)
-                loss.backward()
-                total += float(loss.detach())
-            g = torch.cat([p.grad.float().reshape(-1) for p in model.parameters() if p.requires_grad])
-            out.append((total, g))
-        (l1, g1), (l2, g2) = out
-        res[method] = {"items": len(idx), "loss_one_by_one": l1, "loss_one_micro_batch": l2,
-                       "loss_rel_diff": abs(l2 - l1) / abs(l1),
-                       "grad_rel_diff": float((g2 - g1).norm() / g1.norm())}
+            loss, _ = loss_fn(idx, items, denom)
+            loss.backward()
+            return float(loss.detach()), grads()
+
+        # reference: one item at a time, gradients summed in float32 (no bf16 accumulation)
+        ref_loss, ref_g = 0.0, None
+        for i in idx:
+            model.zero_grad(set_to_none=True)
+            loss, _ = loss_fn([i], items, denom)
+            loss.backward()
+            ref_loss += float(loss.detach())
+            ref_g = grads() if ref_g is None else ref_g + grads()
+        # one at a time accumulated in the bf16 .grad, as grad-accum micro-batches are
+        model.zero_grad(set_to_none=True)
+        for i in idx:
+            loss, _ = loss_fn([i], items, denom)
+            loss.backward()
+        acc_g = grads()
+        l1, g1 = one_micro_batch()
+        _, g2 = one_micro_batch()  # the same again: the run-to-run noise floor (atomics in attention)
+
+        def rel(a, b):
+            return float((a - b).norm() / b.norm())
+
+        res[method] = {"items": len(idx), "loss_one_by_one": ref_loss, "loss_one_micro_batch": l1,
+                       "loss_rel_diff": abs(l1 - ref_loss) / abs(ref_loss),
+                       "grad_rel_diff_one_micro_batch_vs_fp32_sum": rel(g1, ref_g),
+                       "grad_rel_diff_one_by_one_bf16_accumulated_vs_fp32_sum": rel(acc_g, ref_g),
+                       "grad_rel_diff_same_micro_batch_twice": rel(g2, g1)}
         print(f"  tolerance {method}: {res[method]}", flush=True)
     del model, base
     torch.cuda.empty_cache()
@@ -168,6 +189,7 @@ def main() -> None:
     ap.add_argument("--tokenizer", required=True)
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--tolerance-only", action="store_true")
     args = ap.parse_args()
     import torch
 
@@ -179,6 +201,9 @@ def main() -> None:
     rep["params"] = build(mdir, Path(args.tokenizer))
     sft, dpo = synthetic(Path("/tmp"))
     rep["tolerance_bf16"] = tolerance(mdir, sft, dpo)
+    if args.tolerance_only:
+        (out / "train_small_tolerance.json").write_text(json.dumps(rep, indent=1))
+        return
     rep["runs"] = [run_one(*spec, mdir, dpo if spec[1] == "dpo" else sft, out, args.steps) for spec in RUNS]
     (out / "train_small.json").write_text(json.dumps(rep, indent=1))
     print(f"\n{'run':<36}{'tok/s':>10}{'pairs/s':>9}{'tok/step':>10}{'peak GiB':>9}")
