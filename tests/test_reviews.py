@@ -157,3 +157,15 @@ def test_review_summary_counts_overruled_judge(tmp_path):
     assert s == {"reviewed": 4, "accepted": 3, "rejected": 1, "edited": 1, "chose_pair": 2,
                  "overruled_judge": 2, "reviewers": ["t"]}
     assert os.path.getsize(run / REVIEWS) > 0 and all(json.loads(l) for l in (run / REVIEWS).read_text().splitlines())
+
+
+def test_the_data_card_counts_reviews(tmp_path):
+    run = make_run(tmp_path / "run")
+    _verdicts(run, {"record_id": "r-cats", "action": "reject"},
+              {"record_id": "r-spring", "action": "choose", "chosen": "local#1", "rejected": "local#0"})
+    proc = run_cli("report", str(run))
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads((run / "card" / "report.json").read_text())
+    assert rep["reviews"]["reviewed"] == 2 and rep["reviews"]["overruled_judge"] == 2
+    md = (run / "card" / "card.md").read_text()
+    assert "Human review" in md and "overruled the judge" in md

@@ -16,6 +16,7 @@ from datakit.report.files import Progress, check_run_dir, iter_jsonl, read_json
 from datakit.report.funnel import GenerateFunnel
 from datakit.report.shape import ShapeAcc
 from datakit.report.summary import bundled_flags, summary_and_warnings
+from datakit.reviews import review_summary
 
 SCHEMA = "datakit.report/1"
 
@@ -96,6 +97,7 @@ def collect(run: str | Path, progress: Progress | None = None,
         "generated": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "stages_log": bool(stage_rows),
         "generate": gen, "curation": cur, "judge": judge, "exports": {"formats": exp, "source": exp_source},
         "cost": _cost(run, state, stage_rows, progress), "validation": validation.validation_runs(run),
+        "reviews": review_summary(run),
         "config_teachers": [t.get("name") for t in ((config or {}).get("config") or {}).get("teachers") or []
                             if isinstance(t, dict)] if config else None,
     }

@@ -31,7 +31,7 @@ class ReportResult:
 
 def build_card(rep: dict[str, Any]) -> Card:
     card = Card(title=f"Data card: {rep['run']}", summary=summary_pairs(rep), warnings=list(rep["warnings"]))
-    for make in (sp.funnel, sp.data, sr.judge, sr.lineage_cost, sr.validation):
+    for make in (sp.funnel, sp.data, sr.judge, sr.reviews, sr.lineage_cost, sr.validation):
         card.sections.append(make(rep, card))
     return card
 

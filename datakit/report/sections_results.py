@@ -51,6 +51,23 @@ def judge(rep: dict[str, Any], card: Card) -> dict[str, Any]:
     return {"id": "judge", "title": "Judge", "blocks": blocks}
 
 
+def reviews(rep: dict[str, Any], card: Card) -> dict[str, Any]:
+    """People's verdicts from `datakit view` (RUN/reviews.jsonl), which every later stage honours."""
+    r = rep.get("reviews") or {}
+    if not r.get("reviewed"):
+        return {"id": "reviews", "title": "Human review", "blocks": [not_run("human review", "datakit view RUN")]}
+    return {"id": "reviews", "title": "Human review", "blocks": [
+        p(f"Reviewed by {', '.join(r['reviewers']) or 'unnamed reviewers'} in `datakit view`; filter, dedup, export "
+          "and report apply these verdicts (a rejection removes the record, an edit replaces the text, a chosen "
+          "pair replaces the judge's)."),
+        table(["human review", "records"], [
+            ["reviewed", r["reviewed"]], ["accepted", r["accepted"]], ["rejected", r["rejected"]],
+            ["edited", r["edited"]], ["pair chosen by a person", r["chose_pair"]],
+            ["overruled the judge", r["overruled_judge"]]]),
+        note("Overruled the judge: a chosen pair that differs from the judge's kept pair (or where the judge kept "
+             "none), or a rejection of a record whose judge pair was kept.")]}
+
+
 def _usage_rows(cost: dict[str, Any]) -> list[list[Any]]:
     rows = []
     for stage, per in cost["usage"].items():
