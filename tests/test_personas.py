@@ -78,3 +78,17 @@ def test_bad_personas_file_is_one_line_exit_2(tmp_path):
     assert_user_error(run_cli("generate", "--config", str(cfg), "--out", str(tmp_path / "r2")),
                       "duplicate persona id 'a'")
     assert not (tmp_path / "r2").exists()
+
+
+def test_generate_takes_personas_from_the_command_line(tmp_path):
+    """`datakit generate --personas FILE` (not only the config) conditions task requests."""
+    from datakit.teachers.fake_server import FakeOpenAIServer
+    from helpers import jsonl, run_cli
+
+    with FakeOpenAIServer() as srv:
+        proc = run_cli("generate", "--num", "6", "--out", str(tmp_path / "run"), "--base-url", srv.base_url,
+                       "--model", "fake", "--personas", "seeds/personas")
+    assert proc.returncode == 0, proc.stderr
+    recs = jsonl(tmp_path / "run" / "records.jsonl")
+    assert recs and all(r["lineage"].get("persona") for r in recs)
+    assert all(r["lineage"]["prompt"]["name"] == "generate_tasks_persona" for r in recs)

@@ -20,19 +20,21 @@ from datakit.cli.common import (config_from_options, console, pairs_table, show_
 @click.option("--seeds", type=click.Path(), help="Seed file or folder of *.jsonl (default: the bundled seeds/).")
 @click.option("--seed", "rng_seed", type=int, help="Random seed for demo sampling (default 0).")
 @click.option("--requests-per-round", type=int, help="Task-generation requests sent together per round (default 4).")
+@click.option("--personas", type=click.Path(), help="A personas file or folder (e.g. seeds/personas): each task "
+              "request is asked as one persona, chosen by the run's seeded RNG.")
 @click.option("--batch-instances", is_flag=True, help="Each round's instance requests through the providers' "
               "batch API (often half price; a round waits for its batch).")
 @teacher_options
 @spend_options
-def generate(num, out, seeds, rng_seed, requests_per_round, batch_instances, config_path, base_url, model,
-             api_key_env, concurrency, max_cost, dry_run):
+def generate(num, out, seeds, rng_seed, requests_per_round, personas, batch_instances, config_path, base_url,
+             model, api_key_env, concurrency, max_cost, dry_run):
     """Make new tasks with a self-instruct loop and write a run directory."""
     from datakit.generate.loop import generate as run_generate
     from datakit.runs import RunDir, default_run_path
 
     cfg = config_from_options(config_path, base_url, model, api_key_env, concurrency, {
         "generate.num": num, "generate.seeds": seeds, "generate.seed": rng_seed,
-        "generate.requests_per_round": requests_per_round, "max_cost": max_cost,
+        "generate.requests_per_round": requests_per_round, "generate.personas": personas, "max_cost": max_cost,
         "batch.enabled": batch_instances or None})
     run = RunDir(out or default_run_path())
     if dry_run:
