@@ -57,6 +57,12 @@ def load_inputs(paths: Sequence[str | os.PathLike], fields: Sequence[str] = ("in
     ``fallback``, a file lacking the first field uses the first fallback field it has."""
     if not paths:
         raise UserError(f"no {role} files given")
+    if role == "input":
+        from datakit.curate.dedup_stream import streamed_inputs
+
+        big = streamed_inputs(paths, fields)
+        if big is not None:
+            return big
     rows: list[dict[str, Any]] = []
     source: list[int] = []
     files: list[Path] = []
@@ -75,23 +81,7 @@ def load_inputs(paths: Sequence[str | os.PathLike], fields: Sequence[str] = ("in
                                 path=str(p), line=1)
             use = [have[0]]
         for i, row in enumerate(table, 1):
-            for f in use:
-                v = row.get(f)
-                if v is None and f in ("input", "output"):
-                    continue
-                if v is None:
-                    raise UserError("missing field (is this the right column? see --fields)",
-                                    path=str(p), line=i, field=f)
-                if not isinstance(v, str):
-                    raise UserError(f"expected text, got {type(v).__name__}", path=str(p),
-                                    line=i, field=f)
-            rid = row.get("id")
-            if rid is None:
-                row = {"id": make_id(*(str(row.get(f) or "") for f in use)), **row}
-            elif not isinstance(rid, (str, int)):
-                raise UserError(f"id must be text or a number, got {type(rid).__name__}",
-                                path=str(p), line=i, field="id")
-            rows.append(row)
+            rows.append(checked_row(row, use, p, i))
             source.append(k)
         if role != "input":
             for r in rows[len(rows) - len(table):]:
@@ -99,6 +89,28 @@ def load_inputs(paths: Sequence[str | os.PathLike], fields: Sequence[str] = ("in
     if not rows:
         raise UserError(f"no records in {role} ({', '.join(str(f) for f in files)})")
     return Inputs(rows, source, files, reviewed)
+
+
+def checked_row(row: dict[str, Any], use: Sequence[str], path: Path, line: int) -> dict[str, Any]:
+    """``row`` with every field in ``use`` checked (text; ``input``/``output`` may be missing)
+    and an ``id`` (a content id when it has none)."""
+    for f in use:
+        v = row.get(f)
+        if v is None and f in ("input", "output"):
+            continue
+        if v is None:
+            raise UserError("missing field (is this the right column? see --fields)",
+                            path=str(path), line=line, field=f)
+        if not isinstance(v, str):
+            raise UserError(f"expected text, got {type(v).__name__}", path=str(path),
+                            line=line, field=f)
+    rid = row.get("id")
+    if rid is None:
+        row = {"id": make_id(*(str(row.get(f) or "") for f in use)), **row}
+    elif not isinstance(rid, (str, int)):
+        raise UserError(f"id must be text or a number, got {type(rid).__name__}",
+                        path=str(path), line=line, field="id")
+    return row
 
 
 def _reviewed(table: list[dict[str, Any]], path: str | os.PathLike, counts: dict[str, int]) -> list[dict[str, Any]]:
@@ -263,18 +275,20 @@ def resolve_clusters(rows: list[dict[str, Any]], labels: np.ndarray, sig: np.nda
     return removed, len(members)
 
 
-def decontaminate(sig: np.ndarray, keys: np.ndarray, against: Inputs, cfg: mh.MinHashConfig,
-                  texts: Sequence[str] | None = None) -> list[Removal]:
+def decontaminate(sig: np.ndarray, keys: np.ndarray | Callable[[int], np.ndarray], against: Inputs,
+                  cfg: mh.MinHashConfig, texts: Sequence[str] | None = None) -> list[Removal]:
     """Records whose similarity (exact Jaccard when ``cfg.verify``, else estimated) with any
     item of ``against`` reaches the threshold; each is matched to its most similar item
-    (earliest on ties)."""
+    (earliest on ties). ``keys``: the band keys ``(n, bands)``, or a function giving band
+    ``b``'s column (the streamed path reads them from disk)."""
+    column = keys if callable(keys) else (lambda band: keys[:, band])
     etexts = [row_text(r, r["_text_fields"]) for r in against.rows]
     esig = mh.signatures(etexts, cfg)
     b, r = cfg.band_rows()
     ekeys = mh.band_keys(esig, b, r)
     us, vs = [], []
     for band in range(b):
-        i, j = mh.key_join(keys[:, band], ekeys[:, band])
+        i, j = mh.key_join(column(band), ekeys[:, band])
         us.append(i)
         vs.append(j)
     u = np.concatenate(us)
@@ -308,6 +322,11 @@ def dedup_rows(rows: list[dict[str, Any]], *, cfg: mh.MinHashConfig | None = Non
     """Near-duplicate removal with MinHash/LSH (and decontamination against ``against``)."""
     cfg = cfg or mh.MinHashConfig()
     cfg.validate()
+    from datakit.curate.dedup_stream import JsonlRows, dedup_stream
+
+    if isinstance(rows, JsonlRows):  # too big to hold as Python rows: streamed
+        return dedup_stream(rows, cfg=cfg, fields=fields, against=against, engine=engine,
+                            progress=progress)
     texts = [row_text(r, fields) for r in rows]
     b, r = cfg.band_rows()
     step = (lambda k: progress("signatures", k)) if progress else None
@@ -350,24 +369,31 @@ def _clean(row: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in row.items() if k != "_text_fields"}
 
 
+def removed_row(row: dict[str, Any], r: Removal, stage: str) -> dict[str, Any]:
+    """A removed row as written: every input field, then status, reason and the verdict."""
+    row = dict(_clean(row))
+    row["status"] = "rejected"
+    row["reason"] = r.reason
+    row["duplicate_of"] = r.duplicate_of
+    row["similarity"] = r.score
+    if r.against:
+        row["matched_file"] = r.against
+    verdicts = list(row.get("filters") or []) if isinstance(row.get("filters"), list) else []
+    verdicts.append({"filter": stage, "passed": False, "score": r.score, "reason": r.reason,
+                     "detail": {"duplicate_of": r.duplicate_of}})
+    row["filters"] = verdicts
+    return row
+
+
 def write_outputs(inputs: Inputs, result: Result, out: str | os.PathLike, stage: str) -> list[Path]:
     """Write kept rows to ``out`` (a file, or a folder: one file per input file, same names) and
     removed rows to :func:`removed_path`. Returns the paths written."""
+    from datakit.curate.dedup_stream import JsonlRows, write_stream
+
+    if isinstance(inputs.rows, JsonlRows):
+        return write_stream(inputs, result, out, stage)
     rows = inputs.rows
-    rem_rows = []
-    for r in result.removed:
-        row = dict(_clean(rows[r.index]))
-        row["status"] = "rejected"
-        row["reason"] = r.reason
-        row["duplicate_of"] = r.duplicate_of
-        row["similarity"] = r.score
-        if r.against:
-            row["matched_file"] = r.against
-        verdicts = list(row.get("filters") or []) if isinstance(row.get("filters"), list) else []
-        verdicts.append({"filter": stage, "passed": False, "score": r.score, "reason": r.reason,
-                         "detail": {"duplicate_of": r.duplicate_of}})
-        row["filters"] = verdicts
-        rem_rows.append(row)
+    rem_rows = [removed_row(rows[r.index], r, stage) for r in result.removed]
     out_p = Path(out)
     written: list[Path] = []
     try:

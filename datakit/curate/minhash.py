@@ -479,40 +479,54 @@ def estimated_jaccard(sig: np.ndarray, u: np.ndarray, v: np.ndarray, other: np.n
 
 # --------------------------------------------------------------------------- buckets and clusters
 
+def band_pairs(k: np.ndarray, max_bucket: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs ``(u, v)``, ``u < v``, of documents sharing a key in one band (``k``: one
+    key per document). A bucket of up to ``max_bucket`` documents gives all its pairs; a bigger
+    one links every member to its earliest one (enough for clustering, avoids quadratic
+    blow-up). Each pair appears once."""
+    n = len(k)
+    order = np.argsort(k, kind="stable")
+    ks = k[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = ks[1:] != ks[:-1]
+    del ks
+    gid = np.cumsum(new) - 1
+    gstart = np.flatnonzero(new)
+    gsize = np.diff(np.append(gstart, n))
+    size = gsize[gid]
+    pos = np.arange(n) - gstart[gid]
+    us, vs = [], []
+    # small buckets: all pairs (i, j) with j after i in the bucket
+    cnt = np.where((size >= 2) & (size <= max_bucket), size - pos - 1, 0)
+    tot = int(cnt.sum())
+    if tot:
+        src = np.repeat(np.arange(n), cnt)
+        step = np.arange(tot) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
+        us.append(order[src])
+        vs.append(order[src + step])
+    # big buckets: star to the earliest member (the first in stable order)
+    big = (size > max_bucket) & (pos > 0)
+    if big.any():
+        us.append(order[gstart[gid[big]]])
+        vs.append(order[big])
+    if not us:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(us).astype(np.int64), np.concatenate(vs).astype(np.int64)
+
+
 def bucket_pairs(keys: np.ndarray, max_bucket: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs ``(u, v)``, ``u < v``, of documents sharing a key in some band. A bucket
-    of up to ``max_bucket`` documents gives all its pairs; a bigger one links every member to
-    its earliest one (enough for clustering, avoids quadratic blow-up)."""
+    """Candidate pairs ``(u, v)``, ``u < v``, unique, of documents sharing a key in some band
+    (:func:`band_pairs` over every band of ``keys``, shape ``(n, bands)``)."""
     us, vs = [], []
     n = keys.shape[0]
     for band in range(keys.shape[1]):
-        k = keys[:, band]
-        order = np.argsort(k, kind="stable")
-        ks = k[order]
-        new = np.ones(n, dtype=bool)
-        new[1:] = ks[1:] != ks[:-1]
-        gid = np.cumsum(new) - 1
-        gstart = np.flatnonzero(new)
-        gsize = np.diff(np.append(gstart, n))
-        size = gsize[gid]
-        pos = np.arange(n) - gstart[gid]
-        # small buckets: all pairs (i, j) with j after i in the bucket
-        cnt = np.where((size >= 2) & (size <= max_bucket), size - pos - 1, 0)
-        tot = int(cnt.sum())
-        if tot:
-            src = np.repeat(np.arange(n), cnt)
-            step = np.arange(tot) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
-            us.append(order[src])
-            vs.append(order[src + step])
-        # big buckets: star to the earliest member (the first in stable order)
-        big = (size > max_bucket) & (pos > 0)
-        if big.any():
-            us.append(order[gstart[gid[big]]])
-            vs.append(order[big])
-    if not us:
+        u, v = band_pairs(keys[:, band], max_bucket)
+        us.append(u)
+        vs.append(v)
+    if not us or not sum(map(len, us)):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    u = np.concatenate(us).astype(np.int64)
-    v = np.concatenate(vs).astype(np.int64)
+    u = np.concatenate(us)
+    v = np.concatenate(vs)
     lo, hi = np.minimum(u, v), np.maximum(u, v)
     pair = unique_sorted(lo * n + hi)
     return pair // n, pair % n
@@ -537,6 +551,27 @@ def components(n: int, u: np.ndarray, v: np.ndarray) -> np.ndarray:
             label = nxt
         if np.array_equal(label, before):
             return label
+
+
+def merge_components(label: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Add the edges ``(u, v)`` to ``label`` in place and return it. ``label`` is what
+    :func:`components` returns (each node labelled with the smallest node of its component;
+    ``np.arange(n)`` for no edges yet), and stays so: the larger of two roots is hooked to the
+    smaller, then every label follows its root (pointer jumping). Edges can come in any number
+    of calls; the result is the same as :func:`components` of all of them."""
+    while len(u):
+        ru, rv = label[u], label[v]
+        apart = ru != rv
+        if not apart.any():
+            break
+        u, v, ru, rv = u[apart], v[apart], ru[apart], rv[apart]
+        np.minimum.at(label, np.maximum(ru, rv), np.minimum(ru, rv))
+        while True:
+            nxt = label[label]
+            if np.array_equal(nxt, label):
+                break
+            label[:] = nxt
+    return label
 
 
 def key_join(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -79,10 +79,8 @@ def _bucket_edges(group: dict) -> dict:
     return {"u": np.full(s - 1, idx[0]), "v": idx[1:]}
 
 
-def ray_signatures_and_edges(texts: Sequence[str], cfg: mh.MinHashConfig, block: int = 20_000
-                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Signatures, band keys and candidate pairs (u < v, unique) computed on Ray."""
-    ray = ensure_ray()
+def _signature_dataset(ray, texts: Sequence[str], cfg: mh.MinHashConfig, block: int):
+    """The materialised Ray dataset of (idx, sig, keys) rows, and its signatures and band keys."""
     import pandas as pd
 
     n = len(texts)
@@ -98,6 +96,21 @@ def ray_signatures_and_edges(texts: Sequence[str], cfg: mh.MinHashConfig, block:
         i = np.asarray(batch["idx"], dtype=np.int64)
         sig[i] = np.asarray(batch["sig"])
         keys[i] = np.asarray(batch["keys"]).astype(np.uint64)
+    return sigs, sig, keys
+
+
+def ray_signatures(texts: Sequence[str], cfg: mh.MinHashConfig, block: int = 20_000) -> np.ndarray:
+    """Signatures of ``texts`` computed on Ray workers (the streamed dedup path sends each chunk
+    of documents this way; bucketing and verification stay on the driver)."""
+    return _signature_dataset(ensure_ray(), texts, cfg, block)[1]
+
+
+def ray_signatures_and_edges(texts: Sequence[str], cfg: mh.MinHashConfig, block: int = 20_000
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Signatures, band keys and candidate pairs (u < v, unique) computed on Ray."""
+    ray = ensure_ray()
+    n = len(texts)
+    sigs, sig, keys = _signature_dataset(ray, texts, cfg, block)
     edges = (sigs.map_batches(_explode, batch_format="numpy")
              .groupby(["band", "key"], num_partitions=4).map_groups(_bucket_edges, batch_format="numpy"))
     us, vs = [], []

@@ -1,0 +1,384 @@
+"""Dedup of inputs too big to hold as Python rows (10M short documents on a laptop).
+
+:func:`load_inputs` hands back a :class:`JsonlRows` (rows read again from the files when
+needed, never held) for JSONL inputs of at least ``DATAKIT_STREAM_BYTES`` bytes (default
+256 MiB) without human reviews. Then :func:`dedup_stream` computes the same clusters and
+removals as the in-memory path, in bounded memory:
+
+1. one pass over the rows in chunks of :data:`CHUNK`: each chunk's text is kept as one UTF-8
+   blob (its ids too, and the judge scores as floats), its MinHash signatures are computed and
+   only their band keys are kept, appended to one file per band on disk (with ``--no-verify``
+   the signatures too: the estimate needs them);
+2. band by band: the keys are read back, sorted into buckets, and the bucket pairs (exactly
+   :func:`minhash.band_pairs`) whose two documents are not yet in one cluster are verified
+   (exact Jaccard, shingling again only the documents named, in chunks of pairs) and merged
+   into the clusters (:func:`minhash.merge_components`). A pair already joined through earlier
+   bands is not checked again, which changes no cluster;
+3. representatives (highest judge score, else earliest) and the similarity of each removed
+   member to its representative, with numpy over the cluster labels;
+4. :func:`write_stream` reads the input again line by line and writes kept and removed rows
+   as it goes (JSONL), each file atomically.
+
+Memory: the text blob (~ the input's text bytes), 8 bytes of offsets and 8 of labels per
+document, one band's keys and sort at a time (~40 bytes per document), and the pairs of one
+band. Disk: 8 bytes per document and band in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from datakit.curate import minhash as mh
+from datakit.errors import UserError
+
+CHUNK = 100_000
+PAIR_CHUNK = 1 << 20
+_REASONS = ("near_duplicate", "contaminated")
+
+
+def stream_min_bytes() -> int:
+    return int(os.environ.get("DATAKIT_STREAM_BYTES", 256 << 20))
+
+
+def streamed_inputs(paths: Sequence[str | os.PathLike], fields: Sequence[str]):
+    """An :class:`Inputs` over a :class:`JsonlRows` when every input is a JSONL file, none has
+    human reviews and they are big enough; else None (the in-memory path)."""
+    from datakit.curate.dedup import Inputs, _resolve
+    from datakit.reviews import reviews_for
+
+    files = [_resolve(p) for p in paths]
+    if any(f.suffix.lower() != ".jsonl" for f in files):
+        return None
+    if sum(f.stat().st_size for f in files) < stream_min_bytes():
+        return None
+    if reviews_for(list(paths)):
+        return None
+    rows = JsonlRows(files, tuple(fields))
+    return Inputs(rows, rows.source, files)  # type: ignore[arg-type]
+
+
+class JsonlRows:
+    """The rows of JSONL files, validated as :func:`load_inputs` does, read again on each pass."""
+
+    def __init__(self, files: Sequence[Path], fields: Sequence[str]):
+        self.files, self.fields = list(files), tuple(fields)
+        self.counts = [sum(1 for line in open(f, "rb") if line.strip()) for f in self.files]
+        if not sum(self.counts):
+            raise UserError(f"no records in input ({', '.join(map(str, self.files))})")
+        self.source = _Source(self.counts)
+
+    def __len__(self) -> int:
+        return sum(self.counts)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for k, _, row in self.lines():
+            yield row
+
+    def lines(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
+        """(file number, raw line, checked row) for every row, in input order."""
+        import json
+
+        from datakit.curate.dedup import checked_row
+
+        for k, f in enumerate(self.files):
+            with open(f, "rb") as fh:
+                for i, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except ValueError as e:
+                        raise UserError(f"not valid JSON ({e.args[0].split(':')[0]})",
+                                        path=str(f), line=i) from None
+                    if not isinstance(row, dict):
+                        raise UserError("expected a JSON object", path=str(f), line=i)
+                    yield k, line, checked_row(row, self.fields, f, i)
+
+
+class _Source:
+    """``source[i]``: the file number of row ``i`` (what :class:`Inputs` keeps as a list)."""
+
+    def __init__(self, counts: Sequence[int]):
+        self.ends = np.cumsum(counts)
+
+    def __getitem__(self, i: int) -> int:
+        return int(np.searchsorted(self.ends, i, side="right"))
+
+
+class TextStore:
+    """Strings appended in chunks and kept as UTF-8 blobs with offsets; ``store[i]`` decodes one."""
+
+    def __init__(self, chunk: int = CHUNK):
+        self.chunk = chunk
+        self.blobs: list[bytes] = []
+        self.offsets: list[np.ndarray] = []
+
+    def append_chunk(self, texts: Sequence[str]) -> None:
+        assert not self.blobs or len(self.offsets[-1]) == self.chunk + 1, "only the last chunk may be short"
+        enc = [t.encode("utf-8") for t in texts]
+        off = np.zeros(len(enc) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)), out=off[1:])
+        self.blobs.append(b"".join(enc))
+        self.offsets.append(off)
+
+    def __len__(self) -> int:
+        return sum(len(o) - 1 for o in self.offsets)
+
+    def __getitem__(self, i: int) -> str:
+        c, k = divmod(int(i), self.chunk)
+        off = self.offsets[c]
+        return self.blobs[c][off[k]:off[k + 1]].decode("utf-8")
+
+
+@dataclass
+class StreamResult:
+    """Removals as arrays, sorted by index (``dup_of``: the representative's row index, or -1
+    for a contaminated row, whose match is in ``contaminated``)."""
+    n_in: int
+    index: np.ndarray
+    dup_of: np.ndarray
+    score: np.ndarray
+    ids: TextStore
+    contaminated: dict[int, Any] = field(default_factory=dict)  # index -> Removal
+    clusters: int = 0
+    against_counts: dict[str, int] = field(default_factory=dict)
+    engine: str = "local"
+
+    def summary(self) -> dict[str, Any]:
+        reasons = {}
+        near = len(self.index) - len(self.contaminated)
+        if near:
+            reasons["near_duplicate"] = near
+        if self.contaminated:
+            reasons["contaminated"] = len(self.contaminated)
+        return {"documents_in": self.n_in, "clusters": self.clusters,
+                "kept": self.n_in - len(self.index), "removed": len(self.index), "reasons": reasons,
+                "against": dict(self.against_counts), "engine": self.engine}
+
+    def removals(self) -> Iterator[Any]:
+        """:class:`Removal` objects in index order, made as they are read."""
+        from datakit.curate.dedup import Removal
+
+        for i, d, s in zip(self.index.tolist(), self.dup_of.tolist(), self.score.tolist()):
+            yield self.contaminated.get(i) or Removal(i, "near_duplicate", self.ids[d], round(s, 4))
+
+
+# --------------------------------------------------------------------------- the passes
+
+def _first_pass(rows: JsonlRows, cfg: mh.MinHashConfig, fields: Sequence[str], tmp: Path,
+                engine: str, progress: Callable[[int], None] | None):
+    """Texts, ids and judge scores kept; band keys (and signatures without verification)
+    written to ``tmp``."""
+    from datakit.curate.dedup import _judge_score, row_text
+
+    b, r = cfg.band_rows()
+    texts, ids = TextStore(CHUNK), TextStore(CHUNK)
+    scores: list[np.ndarray] = []
+    band_files = [open(tmp / f"band{j}.u64", "wb") for j in range(b)]
+    sig_file = open(tmp / "sig.u32", "wb") if not cfg.verify else None
+    done = 0
+
+    def flush(chunk_rows: list[dict[str, Any]]) -> None:
+        nonlocal done
+        t = [row_text(x, fields) for x in chunk_rows]
+        texts.append_chunk(t)
+        ids.append_chunk([str(x["id"]) for x in chunk_rows])
+        sc = [_judge_score(x) for x in chunk_rows]
+        scores.append(np.array([np.nan if s is None else s for s in sc], dtype=np.float64))
+        sig = _signatures(t, cfg, engine)
+        keys = mh.band_keys(sig, b, r)
+        for j, fh in enumerate(band_files):
+            np.ascontiguousarray(keys[:, j]).tofile(fh)
+        if sig_file is not None:
+            sig.tofile(sig_file)
+        done += len(t)
+        if progress is not None:
+            progress(done)
+
+    chunk: list[dict[str, Any]] = []
+    try:
+        for row in rows:
+            chunk.append(row)
+            if len(chunk) == CHUNK:
+                flush(chunk)
+                chunk = []
+        if chunk:
+            flush(chunk)
+    finally:
+        for fh in band_files:
+            fh.close()
+        if sig_file is not None:
+            sig_file.close()
+    return texts, ids, np.concatenate(scores)
+
+
+def _signatures(texts: list[str], cfg: mh.MinHashConfig, engine: str) -> np.ndarray:
+    if engine == "ray":
+        from datakit.curate.ray_engine import ray_signatures
+
+        return ray_signatures(texts, cfg)
+    return mh.signatures(texts, cfg)
+
+
+def _similarity(texts: TextStore, sig: np.ndarray | None, u: np.ndarray, v: np.ndarray,
+                cfg: mh.MinHashConfig) -> np.ndarray:
+    out = np.empty(len(u), dtype=np.float64)
+    for s in range(0, len(u), PAIR_CHUNK):
+        a, c = u[s:s + PAIR_CHUNK], v[s:s + PAIR_CHUNK]
+        out[s:s + len(a)] = (mh.exact_jaccard(texts, a, c, cfg) if cfg.verify
+                             else mh.estimated_jaccard(sig, a, c))
+    return out
+
+
+def cluster_bands(n: int, band: Callable[[int], np.ndarray], texts: TextStore,
+                  sig: np.ndarray | None, cfg: mh.MinHashConfig,
+                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+    """Cluster labels (as :func:`minhash.components`) from the band keys, one band at a time."""
+    b, _ = cfg.band_rows()
+    label = np.arange(n, dtype=np.int64)
+    for j in range(b):
+        u, v = mh.band_pairs(band(j))
+        apart = label[u] != label[v]
+        u, v = u[apart], v[apart]
+        ok = _similarity(texts, sig, u, v, cfg) >= cfg.threshold
+        mh.merge_components(label, u[ok], v[ok])
+        if progress is not None:
+            progress(j + 1)
+    return label
+
+
+def representatives(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """(members, their representative, clusters) for every cluster of more than one document:
+    the representative is the member with the highest score (NaN = none), earliest on ties,
+    as :func:`dedup.resolve_clusters` picks it."""
+    n = len(label)
+    moved = np.flatnonzero(label != np.arange(n))
+    roots = mh.unique_sorted(label[moved])
+    members = np.concatenate([roots, moved])
+    cl = label[members]
+    s = np.where(np.isnan(scores[members]), -np.inf, scores[members])
+    order = np.lexsort((members, -s, cl))
+    members, cl = members[order], cl[order]
+    first = np.ones(len(cl), dtype=bool)
+    first[1:] = cl[1:] != cl[:-1]
+    rep = members[first][np.cumsum(first) - 1]
+    keep = members != rep
+    return members[keep], rep[keep], len(roots)
+
+
+def dedup_stream(rows: JsonlRows, *, cfg: mh.MinHashConfig, fields: Sequence[str] = ("instruction",),
+                 against=None, engine: str = "local",
+                 progress: Callable[[str, int], None] | None = None) -> StreamResult:
+    """:func:`dedup.dedup_rows` for :class:`JsonlRows`: the same clusters and removals."""
+    from datakit.curate.dedup import decontaminate
+
+    if engine not in ("local", "ray"):
+        raise UserError(f"unknown engine {engine!r} (use 'local' or 'ray')")
+    n = len(rows)
+    step = (lambda what: (lambda k: progress(what, k))) if progress else (lambda what: None)
+    with tempfile.TemporaryDirectory(prefix="datakit-dedup-") as d:
+        tmp = Path(d)
+        texts, ids, scores = _first_pass(rows, cfg, fields, tmp, engine, step("signatures"))
+        sig = None if cfg.verify else np.memmap(tmp / "sig.u32", dtype=np.uint32, mode="r",
+                                               shape=(n, cfg.num_perm))
+        band = lambda j: np.fromfile(tmp / f"band{j}.u64", dtype=np.uint64)  # noqa: E731
+        b, _ = cfg.band_rows()
+        on_band = (lambda j: progress("bands", n * j // b)) if progress else None
+        label = cluster_bands(n, band, texts, sig, cfg, on_band)
+        contaminated: dict[int, Any] = {}
+        against_counts: dict[str, int] = {}
+        if against is not None:
+            for rem in decontaminate(sig, band, against, cfg, texts):
+                contaminated[rem.index] = rem
+                against_counts[rem.against] = against_counts.get(rem.against, 0) + 1
+            for f in against.files:
+                against_counts.setdefault(str(f), 0)
+        members, rep, n_clusters = representatives(label, scores)
+        del label
+        if contaminated:
+            gone = np.isin(members, np.fromiter(contaminated, dtype=np.int64))
+            members, rep = members[~gone], rep[~gone]
+        sim = _similarity(texts, sig, members, rep, cfg)
+        del sig
+    idx = np.concatenate([members, np.fromiter(contaminated, dtype=np.int64, count=len(contaminated))])
+    dup = np.concatenate([rep, np.full(len(contaminated), -1, dtype=np.int64)])
+    sc = np.concatenate([sim, np.zeros(len(contaminated))])
+    order = np.argsort(idx, kind="stable")
+    if progress:
+        progress("clusters", n)
+    return StreamResult(n, idx[order], dup[order], sc[order], ids, contaminated,
+                        clusters=n_clusters, against_counts=against_counts, engine=engine)
+
+
+# --------------------------------------------------------------------------- output
+
+class _AtomicLines:
+    """A JSONL file written through a temporary file in the same folder, renamed when done."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        self.tmp = Path(tmp)
+        self.fh = os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20)
+
+    def write(self, row: dict[str, Any]) -> None:
+        from datakit.records import dumps_line
+
+        self.fh.write(dumps_line(row))
+
+    def commit(self) -> None:
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        os.chmod(self.tmp, 0o644)
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_stream(inputs, result, out: str | os.PathLike, stage: str) -> list[Path]:
+    """:func:`dedup.write_outputs` for streamed inputs: rows read again and written as they come
+    (JSONL only: a Parquet output of a streamed input is refused before anything is written)."""
+    from datakit.curate.dedup import _clean, removed_path, removed_row
+
+    out_p = Path(out)
+    as_dir = out_p.is_dir() or str(out).endswith(os.sep)
+    names = [f.name for f in inputs.files]
+    if as_dir and len(set(names)) != len(names):
+        names = [f"{k:05d}-{nm}" for k, nm in enumerate(names)]
+    targets = [out_p / nm for nm in names] if as_dir else [out_p]
+    if any(p.suffix.lower() in (".parquet", ".pq") for p in targets):
+        raise UserError("inputs this big are streamed and written as JSONL: name a .jsonl output "
+                        "(or set DATAKIT_STREAM_BYTES higher)", path=str(out))
+    removals = result.removals() if isinstance(result, StreamResult) else iter(result.removed)
+    writers: list[_AtomicLines] = []
+    try:
+        if as_dir:
+            out_p.mkdir(parents=True, exist_ok=True)
+        rem_w = _AtomicLines(removed_path(out))
+        writers.append(rem_w)
+        outs = [_AtomicLines(p) for p in targets]
+        writers.extend(outs)
+        nxt = next(removals, None)
+        for i, (k, _, row) in enumerate(inputs.rows.lines()):
+            if nxt is not None and nxt.index == i:
+                rem_w.write(removed_row(row, nxt, stage))
+                nxt = next(removals, None)
+            else:
+                outs[k if as_dir else 0].write(_clean(row))
+        for w in writers:
+            w.commit()
+    except OSError as e:
+        for w in writers:
+            w.discard()
+        what = e.strerror or str(e) or type(e).__name__
+        raise UserError(f"cannot write output ({what})", path=str(getattr(e, "filename", None) or out)) from None
+    return [w.path for w in writers]

@@ -1,0 +1,121 @@
+"""The streamed dedup path (inputs too big to hold as rows) gives the in-memory path's clusters,
+removals and output files; chunk boundaries and incremental cluster merging change nothing.
+Real files, the real CLI; the streaming threshold is lowered so that small inputs stream."""
+
+import json
+
+import numpy as np
+import pytest
+
+from datakit.cli import main
+from datakit.curate import dedup_stream as ds
+from datakit.curate import minhash as mh
+from datakit.curate._synth import Synth
+from datakit.curate.dedup import dedup_rows, load_inputs, write_outputs
+
+
+def _rows(n=3000, seed=31):
+    texts, _ = Synth(seed).corpus(n, dup_rate=0.3)
+    texts += ["Write a short poem about the sea."] * 70  # a bucket above 64: star edges
+    rows = [{"id": f"r{i}", "instruction": t} for i, t in enumerate(texts)]
+    for i in range(0, len(rows), 7):  # judge scores decide some representatives
+        rows[i]["judge"] = {"score": (i * 13) % 5}
+    return rows
+
+
+def run(*args):
+    with pytest.raises(SystemExit) as e:
+        main(list(map(str, args)))
+    return e.value.code
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _key(res):
+    removals = res.removals() if isinstance(res, ds.StreamResult) else res.removed
+    return [(r.index, r.reason, r.duplicate_of, r.score) for r in removals]
+
+
+@pytest.mark.parametrize("chunk", [1000, 457])  # chunks that divide the input and ones that don't
+@pytest.mark.parametrize("verify", [True, False])
+def test_streamed_equals_in_memory(tmp_path, monkeypatch, chunk, verify):
+    rows = _rows()
+    f = _write(tmp_path / "in.jsonl", rows)
+    cfg = mh.MinHashConfig(verify=verify)
+    mem = dedup_rows(load_inputs([f]).rows, cfg=cfg)
+    monkeypatch.setenv("DATAKIT_STREAM_BYTES", "1")
+    monkeypatch.setattr(ds, "CHUNK", chunk)
+    monkeypatch.setattr(ds, "PAIR_CHUNK", 1000)  # several pair chunks per band
+    data = load_inputs([f])
+    assert isinstance(data.rows, ds.JsonlRows) and len(data.rows) == len(rows)
+    res = dedup_rows(data.rows, cfg=cfg)
+    assert isinstance(res, ds.StreamResult)
+    assert _key(res) == _key(mem) and len(mem.removed) > 100
+    assert res.summary() == mem.summary()
+
+
+def test_merge_components_equals_components():
+    rng = np.random.default_rng(3)
+    n = 5000
+    u = rng.integers(0, n, 4000)
+    v = rng.integers(0, n, 4000)
+    want = mh.components(n, u, v)
+    label = np.arange(n, dtype=np.int64)
+    for part in np.array_split(np.arange(len(u)), 7):  # edges arriving in several calls
+        mh.merge_components(label, u[part], v[part])
+    assert np.array_equal(label, want)
+
+
+def test_cli_streamed_outputs_match(tmp_path, monkeypatch):
+    rows = _rows(1500, seed=5)
+    rows[3].pop("id")  # a content id is made, as in memory
+    f = _write(tmp_path / "in.jsonl", rows)
+    ev = _write(tmp_path / "eval.jsonl", [{"prompt": rows[10]["instruction"]}])
+    args = ["dedup", f, "--against", ev, "-o"]
+    assert run(*args, tmp_path / "mem.jsonl") == 0
+    monkeypatch.setenv("DATAKIT_STREAM_BYTES", "1")
+    monkeypatch.setattr(ds, "CHUNK", 400)
+    assert run(*args, tmp_path / "str.jsonl") == 0
+    for a, b in (("mem.jsonl", "str.jsonl"), ("mem.jsonl.removed.jsonl", "str.jsonl.removed.jsonl")):
+        assert (tmp_path / a).read_text() == (tmp_path / b).read_text()
+    removed = [json.loads(x) for x in (tmp_path / "str.jsonl.removed.jsonl").read_text().splitlines()]
+    assert {x["reason"] for x in removed} == {"near_duplicate", "contaminated"}
+
+
+def test_streamed_bad_row_names_line(tmp_path, monkeypatch, capsys):
+    f = tmp_path / "in.jsonl"
+    f.write_text('{"id": 1, "instruction": "a b c"}\n{"id": 2, "instruction": 5}\n')
+    monkeypatch.setenv("DATAKIT_STREAM_BYTES", "1")
+    assert run("dedup", f, "-o", tmp_path / "o.jsonl") == 2
+    err = capsys.readouterr().err
+    assert "in.jsonl:2" in err and "Traceback" not in err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_streamed_parquet_output_refused(tmp_path, monkeypatch, capsys):
+    f = _write(tmp_path / "in.jsonl", _rows(200))
+    monkeypatch.setenv("DATAKIT_STREAM_BYTES", "1")
+    assert run("dedup", f, "-o", tmp_path / "o.parquet") == 2
+    assert "JSONL" in capsys.readouterr().err
+    assert not list(tmp_path.glob("o.parquet*"))
+
+
+@pytest.mark.slow
+def test_streamed_ray_equals_local(tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    from datakit.curate.ray_engine import ensure_ray
+
+    rows = _rows(2000, seed=9)
+    f = _write(tmp_path / "in.jsonl", rows)
+    mem = dedup_rows(load_inputs([f]).rows, cfg=mh.MinHashConfig())
+    monkeypatch.setenv("DATAKIT_STREAM_BYTES", "1")
+    monkeypatch.setattr(ds, "CHUNK", 700)
+    ray = ensure_ray()
+    try:
+        res = dedup_rows(load_inputs([f]).rows, cfg=mh.MinHashConfig(), engine="ray")
+    finally:
+        ray.shutdown()
+    assert _key(res) == _key(mem) and mem.removed
