@@ -328,6 +328,12 @@ class SelfInstruct:
                     self.run.commit({**state, "teachers": _merge_stats(before, self.pool.stats())})
                     round_no -= 1
                     break
+                if not accepted and rejected and all(r.reason == "teacher_error" for r in rejected):
+                    # no request of the round was answered: an outage, not data. The round is
+                    # not committed, so a rerun once the teacher is back replays it; meanwhile
+                    # the failures add up until the pool takes the teacher out (TeacherError)
+                    round_no -= 1
+                    continue
                 rec_log.write_batch(r.to_dict() for r in accepted)
                 rej_log.write_batch(r.to_dict() for r in rejected)
                 self.machine.extend(accepted)

@@ -10,10 +10,20 @@ answer), after an optional fixed latency, and can inject at configurable rates:
 * ``hang`` (never answers; the client's timeout must fire),
 * ``drop`` (closes the connection without an answer),
 * ``garbage`` (a 200 whose body is not JSON),
-* ``400`` (a permanent refusal: ``rate_400=1.0`` makes a teacher that refuses everything).
+* ``400`` (a permanent refusal: ``rate_400=1.0`` makes a teacher that refuses everything),
+* ``503``, and ``429_bare`` (a 429 without ``Retry-After``),
+* ``empty`` (a 200 whose completion is the empty string),
+* ``length`` (a 200 whose completion is cut in half, ``finish_reason: "length"``, well short of
+  the request's ``max_tokens``),
+* ``truncated`` (a 200 whose JSON body is cut in half: a proxy that lost the end),
+* ``midbody`` (the headers and half the body of a good answer, then the connection drops).
+
+Faulty answers count in ``statuses`` under the fault's name, never in ``answered``.
 
 ``script`` fixes the outcome of the first chat requests in order (a list of fault names, None
 for a normal answer), before the random faults take over: for tests that need an exact sequence.
+``models_script`` does the same for ``GET /v1/models`` (the start-up check of a client), with
+``drop``, ``hang`` or an HTTP status such as ``"503"``.
 
 ``GET /_stats`` returns counters: requests, answers by status, and for each distinct request
 body (sha256) how many times it was received and answered with a 200 — what the resume tests
@@ -141,12 +151,27 @@ class Faults:
     retry_after: float = 0.05
     hang_seconds: float = 3600.0
     rate_400: float = 0.0
+    rate_503: float = 0.0
+    rate_429_bare: float = 0.0
+    rate_empty: float = 0.0
+    rate_length: float = 0.0
+    rate_truncated: float = 0.0
+    rate_midbody: float = 0.0
+
+    @classmethod
+    def spread(cls, total: float, **kw: Any) -> "Faults":
+        """Every transient fault kind at once, ``total`` shared equally among them (no ``400``)."""
+        kinds = ("429", "429_bare", "500", "503", "hang", "drop", "garbage", "empty", "length",
+                 "truncated", "midbody")
+        return cls(**{f"rate_{k}": total / len(kinds) for k in kinds}, **kw)
 
     def pick(self, rng: random.Random) -> str | None:
         x = rng.random()
         for name, rate in (("429", self.rate_429), ("500", self.rate_500), ("hang", self.rate_hang),
                            ("drop", self.rate_drop), ("garbage", self.rate_garbage),
-                           ("400", self.rate_400)):
+                           ("400", self.rate_400), ("503", self.rate_503), ("429_bare", self.rate_429_bare),
+                           ("empty", self.rate_empty), ("length", self.rate_length),
+                           ("truncated", self.rate_truncated), ("midbody", self.rate_midbody)):
             if x < rate:
                 return name
             x -= rate
@@ -183,7 +208,8 @@ class FakeOpenAIServer:
                  faults: Faults | None = None, responder: Responder | None = None,
                  api_key: str | None = None, seed: int = 0, model: str = "fake-model",
                  script: list[str | None] | None = None, chat_overhead: tuple[int, int] = (0, 0),
-                 batch: BatchScript | None = None, batch_script: list[BatchScript] | None = None):
+                 batch: BatchScript | None = None, batch_script: list[BatchScript] | None = None,
+                 models_script: list[str | None] | None = None):
         self.host, self.port, self.latency = host, port, latency
         self.faults = faults or Faults()
         self.responder = responder or default_responder
@@ -191,6 +217,7 @@ class FakeOpenAIServer:
         self.model = model
         self.rng = random.Random(seed)
         self.script = list(script or [])
+        self.models_script = list(models_script or [])
         self.stats = Stats()
         # usage: prompt tokens are characters / 4, plus (per message, per request) tokens as a
         # chat template adds them (OpenAI documents 3 and 3)
@@ -221,7 +248,8 @@ class FakeOpenAIServer:
                 keep = await self._route(method, path.split("?")[0], headers, body, writer)
                 if not keep:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError):
+        except (asyncio.IncompleteReadError, ConnectionError, ValueError, asyncio.LimitOverrunError,
+                asyncio.CancelledError):  # cancelled: a hung answer when the server stops
             pass
         finally:
             try:
@@ -234,7 +262,7 @@ class FakeOpenAIServer:
                extra: dict[str, str] | None = None) -> None:
         reason = {200: "OK", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
                   429: "Too Many Requests",
-                  500: "Internal Server Error"}.get(status, "Status")
+                  500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Status")
         hdr = [f"HTTP/1.1 {status} {reason}", f"Content-Type: {ctype}", f"Content-Length: {len(payload)}",
                "Connection: keep-alive"]
         hdr += [f"{k}: {v}" for k, v in (extra or {}).items()]
@@ -254,6 +282,18 @@ class FakeOpenAIServer:
                                                            "code": "invalid_api_key"}}).encode())
             await writer.drain()
             return True
+        if method == "GET" and path.endswith("/models") and self.models_script:
+            fault = self.models_script.pop(0)
+            if fault == "drop":
+                writer.transport.abort()
+                return False
+            if fault == "hang":
+                await asyncio.sleep(self.faults.hang_seconds)
+                return False
+            if fault is not None:
+                self._write(writer, int(fault), b'{"error": {"message": "scripted fault"}}')
+                await writer.drain()
+                return True
         if method == "GET" and path.endswith("/models"):
             self._write(writer, 200, json.dumps({"object": "list", "data": [
                 {"id": self.model, "object": "model", "created": 0, "owned_by": "datakit"}]}).encode())
@@ -308,6 +348,11 @@ class FakeOpenAIServer:
             self._write(writer, 200, b"<html>upstream proxy error</html>", ctype="application/json")
             await writer.drain()
             return True
+        if fault in ("503", "429_bare"):
+            st.statuses[fault] += 1
+            self._write(writer, int(fault[:3]), b'{"error": {"message": "overloaded, try again later"}}')
+            await writer.drain()
+            return True
         try:
             body = json.loads(raw)
         except ValueError:
@@ -315,9 +360,37 @@ class FakeOpenAIServer:
             await writer.drain()
             return True
         payload = self.completion(body, key)
+        if fault is not None:
+            return await self._bad_answer(fault, payload, writer)
         st.statuses["200"] += 1
         st.answered[key] += 1
         self._write(writer, 200, json.dumps(payload).encode())
+        await writer.drain()
+        return True
+
+    async def _bad_answer(self, fault: str, payload: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        """A 200 that is wrong in the way ``fault`` names (see the module docstring)."""
+        self.stats.statuses[fault] += 1
+        choice = payload["choices"][0]
+        if fault == "empty":
+            choice["message"]["content"] = ""
+        elif fault == "length":
+            text = choice["message"]["content"]
+            choice["message"]["content"] = text[: len(text) // 2]
+            choice["finish_reason"] = "length"
+            payload["usage"]["completion_tokens"] = max(1, len(text) // 8)
+        raw = json.dumps(payload).encode()
+        if fault == "truncated":
+            self._write(writer, 200, raw[: len(raw) // 2])
+        elif fault == "midbody":
+            head = (f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(raw)}\r\n"
+                    f"Connection: keep-alive\r\n\r\n").encode("latin-1")
+            writer.write(head + raw[: len(raw) // 2])
+            await writer.drain()
+            writer.transport.abort()
+            return False
+        else:
+            self._write(writer, 200, raw)
         await writer.drain()
         return True
 
@@ -384,8 +457,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=8099)
     p.add_argument("--latency", type=float, default=0.0)
     p.add_argument("--api-key")
-    for name in ("429", "500", "hang", "drop", "garbage", "400"):
-        p.add_argument(f"--rate-{name}", type=float, default=0.0)
+    for name in ("429", "500", "hang", "drop", "garbage", "400", "503", "429_bare", "empty", "length",
+                 "truncated", "midbody"):
+        p.add_argument(f"--rate-{name.replace('_', '-')}", type=float, default=0.0)
     p.add_argument("--retry-after", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-seconds", type=float, default=2.0, help="time a batch takes to process")
@@ -393,7 +467,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="task lists numbered plainly, or laid out as hosted teachers do (headings, bold labels)")
     a = p.parse_args(argv)
     faults = Faults(a.rate_429, a.rate_500, a.rate_hang, a.rate_drop, a.rate_garbage, a.retry_after,
-                    rate_400=a.rate_400)
+                    rate_400=a.rate_400, rate_503=a.rate_503, rate_429_bare=a.rate_429_bare,
+                    rate_empty=a.rate_empty, rate_length=a.rate_length, rate_truncated=a.rate_truncated,
+                    rate_midbody=a.rate_midbody)
     srv = FakeOpenAIServer(port=a.port, latency=a.latency, faults=faults, api_key=a.api_key, seed=a.seed,
                            responder=hosted_responder() if a.lists == "hosted" else None,
                            batch=BatchScript(seconds=a.batch_seconds))

@@ -52,6 +52,7 @@ from datakit.teachers.cache import ResponseCache, request_key
 from datakit.teachers.ratelimit import TokenBucket
 
 MAX_CONSECUTIVE_FAILURES = 10
+MAX_CUT_RETRIES = 2  # retries of an answer cut short (see cut_short)
 CONNECTIONS_PER_CLIENT = 8
 _NO_LIMIT = contextlib.nullcontext()
 
@@ -191,20 +192,32 @@ class Teacher:
         return (usage.get("prompt_tokens", 0) * pi + usage.get("completion_tokens", 0) * po) / 1e6
 
     async def preflight(self) -> None:
-        """Fail fast, with one clear line, on an unreachable endpoint or a rejected key."""
-        try:
-            await self.client.models.list()
-        except openai.AuthenticationError as e:
-            raise TeacherError(f"{self.where()} rejected the API key"
-                               f"{' from $' + self.cfg.api_key_env if self.cfg.api_key_env else ''}"
-                               f" (HTTP {e.status_code})") from None
-        except openai.PermissionDeniedError as e:
-            raise TeacherError(f"{self.where()} refused access (HTTP {e.status_code})") from None
-        except (openai.APIConnectionError, openai.APITimeoutError) as e:
-            cause = e.__cause__ or e
-            raise TeacherError(f"cannot reach {self.where()} ({type(cause).__name__}: {cause})") from None
-        except (openai.APIStatusError, openai.APIResponseValidationError, ValueError, TypeError):
-            pass  # some servers have no /models; the first real request will tell
+        """Fail fast, with one clear line, on an unreachable endpoint or a rejected key.
+
+        A transient fault (a dropped connection, a timeout, a 429 or 5xx) is retried like any
+        request, with a shorter backoff: one dropped connection at start must not end a run."""
+        for attempt in range(self.cfg.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(backoff_delay(attempt - 1, None, base=0.25, cap=2.0))
+            try:
+                await self.client.models.list()
+                return
+            except openai.AuthenticationError as e:
+                raise TeacherError(f"{self.where()} rejected the API key"
+                                   f"{' from $' + self.cfg.api_key_env if self.cfg.api_key_env else ''}"
+                                   f" (HTTP {e.status_code})") from None
+            except openai.PermissionDeniedError as e:
+                raise TeacherError(f"{self.where()} refused access (HTTP {e.status_code})") from None
+            except (openai.APIConnectionError, openai.APITimeoutError) as e:
+                cause = e.__cause__ or e
+                last = f"{type(cause).__name__}: {cause}"
+            except openai.APIStatusError as e:
+                if not (e.status_code >= 500 or e.status_code in (408, 409, 429)) or attempt == self.cfg.max_retries:
+                    return  # some servers have no /models; the first real request will tell
+            except (openai.APIResponseValidationError, ValueError, TypeError):
+                return
+        tries = self.cfg.max_retries + 1
+        raise TeacherError(f"cannot reach {self.where()} ({last}; {tries} attempt{'s' * (tries > 1)})")
 
     async def complete(self, request: dict[str, Any], slot: asyncio.Semaphore | None = None) -> dict[str, Any]:
         """Send one chat request with retries; return ``{"text", "usage", "finish_reason"}``.
@@ -215,6 +228,7 @@ class Teacher:
         body = json.dumps(request).encode()  # not under any except: a bug here is no failed answer
         est = sum(len(m.get("content") or "") for m in request["messages"]) / 3 + request.get("max_tokens", 256)
         last: _Retryable | None = None
+        cuts = 0
         for attempt in range(self.cfg.max_retries + 1):
             if attempt:
                 self.stats.retries += 1
@@ -226,6 +240,9 @@ class Teacher:
                 await self.tpm.acquire(est)
             try:
                 answer = self._parse(await self._send(body, slot), est)
+                if cut_short(answer, request) and cuts < MAX_CUT_RETRIES and attempt < self.cfg.max_retries:
+                    cuts += 1
+                    raise _Retryable("truncated", "answer cut short of max_tokens (finish_reason length)")
             except _Retryable as e:
                 self.stats.errors[e.kind] += 1
                 last = e
@@ -320,6 +337,8 @@ class Teacher:
             answer = read_completion(json.loads(raw))
         except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
             raise _Retryable("malformed", f"malformed answer: {type(e).__name__}: {str(e)[:100]}") from None
+        if not answer["text"].strip():
+            raise _Retryable("empty", "empty answer")
         self.account(answer["usage"])
         u = answer["usage"]
         if self.tpm and (u["prompt_tokens"] or u["completion_tokens"]):
@@ -364,6 +383,14 @@ def read_completion(resp: dict[str, Any]) -> dict[str, Any]:
     return {"text": text, "usage": {"prompt_tokens": int(usage.get("prompt_tokens") or 0),
                                     "completion_tokens": int(usage.get("completion_tokens") or 0)},
             "finish_reason": choice.get("finish_reason")}
+
+
+def cut_short(answer: dict[str, Any], request: dict[str, Any]) -> bool:
+    """A ``finish_reason: length`` answer that stopped before the ``max_tokens`` it was given: cut
+    by the server or a proxy, not by the cap. Retried (at most ``MAX_CUT_RETRIES`` times, then
+    kept as it is: a small context window cuts the same way every time)."""
+    cap = request.get("max_tokens") or request.get("max_completion_tokens")
+    return answer.get("finish_reason") == "length" and bool(cap) and answer["usage"]["completion_tokens"] < cap
 
 
 class _Failed(Exception):
@@ -506,6 +533,9 @@ class TeacherPool:
                          "tok in": s.prompt_tokens, "tok out": s.completion_tokens,
                          "USD": round(s.cost, 4),
                          "tok/s": round(s.completion_tokens / s.seconds, 1) if s.seconds else 0.0})
+        if any(t.stats.errors for t in self.teachers):  # every fault a retry absorbed, by kind
+            for row, t in zip(rows, self.teachers):
+                row["faults"] = " ".join(f"{k}:{v}" for k, v in sorted(t.stats.errors.items())) or "-"
         if any(t.stats.batch_requests for t in self.teachers):
             for row, t in zip(rows, self.teachers):
                 row["batched"] = t.stats.batch_requests
