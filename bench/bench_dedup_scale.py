@@ -1,0 +1,168 @@
+"""`datakit dedup` at 1M, 3M and 10M short documents: wall time and peak RSS of the CLI process.
+
+    python bench/bench_dedup_scale.py [N ...]        (default: 1000000 3000000 10000000)
+
+Each N: the bench's synthetic corpus (``_synth.Synth(3).corpus(N, dup_rate=0.1)``, planted near
+duplicates with 0-3 word edits) is written to /tmp/datakit-bench/dedup_N.jsonl, then
+``python -m datakit dedup FILE -o OUT`` runs as its own process (streamed path: the inputs are
+above ``DATAKIT_STREAM_BYTES``, which the bench sets to 0). RSS is sampled every 0.5 s from
+/proc; the peak is the kernel's ``ru_maxrss`` for the child. The load average (``uptime``)
+is printed beside each row: the machine is shared.
+
+Quality, read from the output files (a kept row is its own cluster's representative, a removed
+row names its representative in ``duplicate_of``):
+
+* recall on planted pairs: of the planted copies whose exact Jaccard (Python sets of word
+  3-grams, independent of datakit) with their source is at least 0.7, the share that ended in
+  the source's cluster;
+* removed below the threshold: removed rows whose exact Jaccard with their representative is
+  below 0.7 (joined to it through a chain of pairs at or above 0.7: clusters are connected
+  components, as at 1M in memory);
+* at 1M only, the in-memory path is run too (``DATAKIT_STREAM_BYTES`` high) and its output
+  files are compared byte for byte with the streamed ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path("/tmp/datakit-bench")
+ROOT = Path(__file__).resolve().parent.parent
+THRESHOLD = 0.7
+
+
+def shingles(text: str, n: int = 3) -> set[str]:
+    from datakit.curate import minhash as mh
+
+    w = mh._WORDS.findall(mh.normalize(text))
+    return {" ".join(w[i:i + n]) for i in range(max(1, len(w) - n + 1))}
+
+
+def make_corpus(n: int) -> tuple[Path, Path]:
+    """The corpus file and a file of planted (copy, source) pairs at or above the threshold."""
+    from datakit.curate._synth import Synth
+
+    path, planted = DATA / f"dedup_{n}.jsonl", DATA / f"dedup_{n}.planted.json"
+    if path.exists() and planted.exists():
+        return path, planted
+    DATA.mkdir(parents=True, exist_ok=True)
+    texts, src = Synth(3).corpus(n, dup_rate=0.1)
+    with open(path, "w") as f:
+        for i, t in enumerate(texts):
+            f.write(json.dumps({"id": f"r{i}", "instruction": t}) + "\n")
+    pairs = []
+    for i, j in enumerate(src):
+        if j >= 0:
+            a, b = shingles(texts[i]), shingles(texts[j])
+            if len(a & b) / len(a | b) >= THRESHOLD:
+                pairs.append((i, j))
+    planted.write_text(json.dumps(pairs))
+    return path, planted
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def run_dedup(path: Path, out: Path, stream_bytes: int) -> tuple[float, float, list[tuple[float, float]]]:
+    """Wall seconds, peak RSS (MiB) and the sampled (seconds, MiB) curve of one CLI run."""
+    env = {**os.environ, "DATAKIT_STREAM_BYTES": str(stream_bytes)}
+    cmd = [sys.executable, "-m", "datakit", "dedup", str(path), "-o", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    curve = []
+    while proc.poll() is None:
+        curve.append((time.perf_counter() - t0, rss_mb(proc.pid)))
+        time.sleep(0.5)
+    wall = time.perf_counter() - t0
+    err = proc.stderr.read().decode()
+    if proc.returncode != 0:
+        raise SystemExit(f"dedup failed ({proc.returncode}): {err[-2000:]}")
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
+    return wall, peak, curve
+
+
+def quality(path: Path, out: Path, planted: Path) -> tuple[int, int, float, float]:
+    """(clusters' removed rows, planted pairs, recall on them, share removed below threshold)."""
+    rep: dict[int, int] = {}
+    below = 0
+    removed_path = out.with_name(out.name + ".removed.jsonl")
+    with open(removed_path) as f:
+        for line in f:
+            r = json.loads(line)
+            rep[int(r["id"][1:])] = int(r["duplicate_of"][1:])
+            below += r["similarity"] < THRESHOLD
+    pairs = json.loads(planted.read_text())
+    hit = sum(rep.get(i, i) == rep.get(j, j) for i, j in pairs)
+    return len(rep), len(pairs), hit / max(1, len(pairs)), below / max(1, len(rep))
+
+
+def main() -> None:
+    ns = [int(a) for a in sys.argv[1:]] or [1_000_000, 3_000_000, 10_000_000]
+    print(f"# bench_dedup_scale  {time.strftime('%Y-%m-%d %H:%M')}  {platform.machine()}  "
+          f"{os.cpu_count()} cores  python {platform.python_version()}")
+    results = []
+    for n in ns:
+        path, planted = make_corpus(n)
+        out = DATA / f"dedup_{n}.out.jsonl"
+        load = os.getloadavg()
+        wall, peak, curve = run_dedup(path, out, 0)
+        removed, n_pairs, recall, below = quality(path, out, planted)
+        same = ""
+        if n == 1_000_000:
+            mem_out = DATA / f"dedup_{n}.mem.jsonl"
+            mwall, mpeak, _ = run_dedup(path, mem_out, 1 << 62)
+            same = all(Path(str(a)).read_bytes() == Path(str(b)).read_bytes() for a, b in
+                       ((out, mem_out), (f"{out}.removed.jsonl", f"{mem_out}.removed.jsonl")))
+            print(f"in memory at {n:,}: {mwall:.1f} s, peak RSS {mpeak:,.0f} MiB; "
+                  f"streamed output identical: {same}")
+        results.append((n, wall, peak, removed, n_pairs, recall, below, load, curve))
+        print(f"N={n:,}: {wall:.1f} s, peak RSS {peak:,.0f} MiB, removed {removed:,}, planted pairs "
+              f"{n_pairs:,}, recall {recall:.4f}, removed below {THRESHOLD}: {below:.4f}, "
+              f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+        out.unlink(missing_ok=True)
+    print(f"\n| docs | wall s | peak RSS MiB | removed | recall (planted pairs >= {THRESHOLD}) "
+          f"| removed below {THRESHOLD} to its representative | load avg 1/5/15 min at start |"
+          "\n|---:|---:|---:|---:|---:|---:|---|")
+    for n, wall, peak, removed, n_pairs, recall, below, load, _ in results:
+        print(f"| {n:,} | {wall:.0f} | {peak:,.0f} | {removed:,} | {recall:.4f} ({n_pairs:,} pairs) "
+              f"| {below:.4f} | {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} |")
+    plot(results)
+
+
+def plot(results) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for n, wall, peak, *_, curve in results:
+        t = [c[0] for c in curve]
+        ax.plot(t, [c[1] / 1024 for c in curve], label=f"{n / 1e6:g}M docs ({wall:.0f} s)")
+    ax.axhline(4, color="red", linestyle="--", linewidth=1, label="4 GiB goal")
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("RSS of `datakit dedup` (GiB)")
+    ax.set_title("datakit dedup, streamed, 2 cores")
+    ax.legend()
+    dest = ROOT / "bench" / "results" / "dedup_scale.png"
+    fig.tight_layout()
+    fig.savefig(dest, dpi=110)
+    print(f"\nplot: {dest.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
