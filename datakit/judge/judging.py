@@ -162,7 +162,8 @@ def _pointwise_plan(recs: list[Record], cand_lists: dict[str, list[dict]], have:
         task = user_content(rec.instruction, rec.input)
         for c in cand_lists[rec.id]:
             if (c.get("output") or "").strip() and plan.unit(have.get(("pointwise", rec.id, c["id"])), tag):
-                plan.jobs.append(job(rec, c, task))
+                turn_task = store.conversation_task(rec, c["turn"]) if c.get("turn") else task
+                plan.jobs.append(job(rec, c, turn_task))
     return plan
 
 
@@ -201,6 +202,8 @@ def _pairwise_plan(recs: list[Record], cand_lists: dict[str, list[dict]], have: 
         return run
 
     for rec in recs:
+        if store.is_conversation(rec):  # turns are scored one by one, never paired
+            continue
         task = user_content(rec.instruction, rec.input)
         cands = cand_lists[rec.id]
         by_id = {c["id"]: c for c in cands}

@@ -37,6 +37,7 @@ class RespondResult:
     failed: int = 0
     teacher_rows: list[dict[str, Any]] = field(default_factory=list)
     stopped: str | None = None   # why the budget stopped the run (exit 1)
+    conversations_skipped: int = 0  # multi-turn records: judge scores their turns instead
 
 
 def sample_temperatures(n: int, given: list[float] | None) -> list[float]:
@@ -74,6 +75,9 @@ def plan_units(run_dir: Path, recs: list[Record], cfg: Any, opts: RespondOptions
     extra_rows = []
     units: list[tuple[Record, str, int]] = []
     for rec in recs:
+        if store.is_conversation(rec):  # judged turn by turn; alternatives to one turn mean nothing
+            res.conversations_skipped += 1
+            continue
         got = have.get(rec.id, {})
         if opts.include_output and (rec.output or "").strip():
             res.planned += 1

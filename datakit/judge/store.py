@@ -77,9 +77,41 @@ def _natural(cid: str) -> tuple[str, int, str]:
     return (name, int(k), "") if name and k.isdigit() else (str(cid), -1, "")
 
 
+def is_conversation(rec: Record) -> bool:
+    return isinstance((rec.extra or {}).get("messages"), list)
+
+
+def turn_candidates(rec: Record) -> list[dict[str, Any]]:
+    """A conversation's assistant turns as candidates ``turn#1``, ``turn#2``, … (judged one by
+    one, each with the conversation up to it as its task; never paired with each other)."""
+    out, k = [], 0
+    for m in rec.extra["messages"]:
+        if isinstance(m, dict) and m.get("role") == "assistant":
+            k += 1
+            out.append({"id": f"turn#{k}", "output": m.get("content") or "", "turn": k,
+                        "source": "record.messages"})
+    return out
+
+
+def conversation_task(rec: Record, turn: int) -> str:
+    """What the judge sees as the task of assistant turn ``turn``: the conversation before it."""
+    lines, k = [], 0
+    for m in rec.extra["messages"]:
+        role = m.get("role")
+        if role == "assistant":
+            k += 1
+            if k == turn:
+                break
+        lines.append(f"{str(role).capitalize()}: {m.get('content', '')}")
+    return "[Conversation so far; judge the assistant's next reply]\n" + "\n\n".join(lines)
+
+
 def record_candidates(rec: Record, logged: dict[str, dict[str, Any]] | None) -> list[dict[str, Any]]:
     """Candidates of a record: those already inside it, then those from the log (same id: log
-    wins). A record with none judges its own output as the single candidate ``output``."""
+    wins). A record with none judges its own output as the single candidate ``output``; a
+    conversation's candidates are its assistant turns."""
+    if is_conversation(rec):
+        return turn_candidates(rec)
     by_id: dict[str, dict[str, Any]] = {}
     for c in rec.candidates or []:
         by_id[str(c.get("id"))] = dict(c)
@@ -119,6 +151,9 @@ def attach_judgements(rec: Record, cands: list[dict[str, Any]], judgements: dict
     rec.candidates = cands
     if not seen:
         return
+    if is_conversation(rec):
+        rec.judge = conversation_judgement(cands)
+        return
     ranked = rank_candidates(cands, pairwise)
     decision = build_pair(cands, pairwise, min_margin, tie_break)
     task_scores = [c["judge"]["task_score"] for c in cands
@@ -135,6 +170,21 @@ def attach_judgements(rec: Record, cands: list[dict[str, Any]], judgements: dict
         "pairwise": pairwise,
         "pair": dict(decision.to_dict(), min_margin=min_margin, tie_break=tie_break),
     }
+
+
+def conversation_judgement(turns: list[dict[str, Any]]) -> dict[str, Any]:
+    """A conversation's judge summary: every turn's score, and the record's score = the worst
+    turn (None while any turn has no score: an unread turn may be the bad one)."""
+    scores = [candidate_score(c) for c in turns]
+    per_turn = [{"turn": c.get("turn"), "score": s, "status": (c.get("judge") or {}).get("status")}
+                for c, s in zip(turns, scores)]
+    judged = [c for c in turns if c.get("judge")]
+    worst = min(scores) if scores and all(s is not None for s in scores) else None
+    return {"score": worst, "turns": per_turn, "best": None, "ranking": [], "task_score": None,
+            "n_candidates": len(turns), "n_judged": len(judged),
+            "n_unparsed": sum(1 for c in judged if c["judge"].get("status") == "unparsed"),
+            "pairwise": [], "pair": {"chosen": None, "rejected": None, "kept": False, "reason": "multi_turn",
+                                     "margin": None, "chosen_score": None, "rejected_score": None, "basis": None}}
 
 
 def merge_run(run_dir: str | Path, min_margin: float = 1.0, only: set[str] | None = None,
