@@ -132,6 +132,35 @@ def default_responder(body: dict[str, Any]) -> str:
     return canned_instance(rng) if _wants_json(body) else canned_task_list(rng)
 
 
+_VARIED: list = []
+
+
+def varied_task(rng: random.Random) -> str:
+    """A task made from the synthetic corpus' templates plus a tail of words drawn uniformly
+    from 20,000 made-up ones: enough variety that 100k of them mostly pass the ROUGE-L filter
+    (two tasks share their template words at most). One in ten draws its tail from 12 words
+    only, so that some tasks are near repeats the filter must drop."""
+    if not _VARIED:
+        from datakit.curate._synth import Synth
+
+        _VARIED.append(Synth(0))
+    synth = _VARIED[0]
+    synth.rng = rng
+    words = synth.vocab[:12] if rng.random() < 0.1 else synth.vocab
+    tail = " ".join(rng.choice(words) for _ in range(rng.randint(5, 9)))
+    return f"{synth.instruction()[:-1]} about {tail}."
+
+
+def varied_responder(body: dict[str, Any]) -> str:
+    """Like :func:`default_responder`, with :func:`varied_task` tasks (``--lists varied``)."""
+    rng = _body_rng(body)
+    if _wants_json(body):
+        return canned_instance(rng)
+    lines = ["Sure! Here are 8 new tasks:", ""]
+    lines += [f"{i}. {varied_task(rng)}" for i in range(1, 9)]
+    return "\n".join(lines + ["", "I hope these tasks are useful!"])
+
+
 def hosted_responder(styles: tuple[str, ...] = tuple(HOSTED_STYLES)) -> Responder:
     """Like :func:`default_responder`, but each task list is laid out in one of ``styles``
     (picked per request), as strong hosted teachers write them."""
@@ -463,15 +492,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--retry-after", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-seconds", type=float, default=2.0, help="time a batch takes to process")
-    p.add_argument("--lists", choices=["plain", "hosted"], default="plain",
-                   help="task lists numbered plainly, or laid out as hosted teachers do (headings, bold labels)")
+    p.add_argument("--lists", choices=["plain", "hosted", "varied"], default="plain",
+                   help="task lists numbered plainly, laid out as hosted teachers do (headings, bold "
+                        "labels), or plain with varied tasks (many made-up words: 100k distinct tasks)")
     a = p.parse_args(argv)
     faults = Faults(a.rate_429, a.rate_500, a.rate_hang, a.rate_drop, a.rate_garbage, a.retry_after,
                     rate_400=a.rate_400, rate_503=a.rate_503, rate_429_bare=a.rate_429_bare,
                     rate_empty=a.rate_empty, rate_length=a.rate_length, rate_truncated=a.rate_truncated,
                     rate_midbody=a.rate_midbody)
     srv = FakeOpenAIServer(port=a.port, latency=a.latency, faults=faults, api_key=a.api_key, seed=a.seed,
-                           responder=hosted_responder() if a.lists == "hosted" else None,
+                           responder={"hosted": hosted_responder(), "varied": varied_responder}.get(a.lists),
                            batch=BatchScript(seconds=a.batch_seconds))
 
     async def run() -> None:
