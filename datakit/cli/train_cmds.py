@@ -54,24 +54,25 @@ def train_cmd(config_file, do_validate, val_prompts, val_tokens, judge_teacher, 
               judge_model, judge_api_key_env, **opts):
     """Fine-tune a model on an export with LoRA/QLoRA (SFT or DPO), then judge tuned vs base."""
     from datakit.train.config import make_config
-    from datakit.train.cpu_defaults import apply_cpu_defaults
+    from datakit.train.cpu_defaults import apply_cpu_defaults, calm_threads
     from datakit.train.validate import ValidateOptions
 
     make_config(config_file, **opts)  # bad settings fail here, before anything heavy loads
     judge = _judge_config(judge_config, judge_base_url, judge_model, judge_api_key_env, judge_teacher) \
         if do_validate else None
+    calm_threads()
+    quiet_libraries()  # before torch loads: it imports tqdm, which reads TQDM_DISABLE once
     opts, cpu_line = apply_cpu_defaults(config_file, opts)
     cfg = make_config(config_file, **opts)
-    quiet_libraries()
     if cpu_line:
         from datakit.cli.common import console
 
         console.print(f"[yellow]notice:[/] {cpu_line}")
-    summary = _run_with_progress(cfg)
-    validation = error = None
+    run = _run_with_progress(cfg)
+    summary, validation, error = run.summary, None, None
     if summary and judge is not None:
         vopts = ValidateOptions(val_prompts=val_prompts, max_new_tokens=val_tokens, judge=judge_teacher)
-        validation, error = _validate_after_training(cfg.out, judge, vopts)
+        validation, error = _validate_after_training(cfg.out, judge, vopts, (run.tok, run.model, run.device))
     _print_summary(summary, validation)
     if error is not None:
         raise error
@@ -92,13 +93,13 @@ def _judge_config(path, base_url, model, api_key_env, teacher):
     return cfg
 
 
-def _validate_after_training(out, judge, vopts):
+def _validate_after_training(out, judge, vopts, loaded):
     """Validation at the end of a run: a problem there must not hide the finished training, so
     it comes back as an error to raise after the summary, with the command that redoes it."""
     from datakit.cli.validate_cmds import run_validation
 
     try:
-        return run_validation(out, judge, vopts), None
+        return run_validation(out, judge, vopts, loaded=loaded), None
     except UserError as e:
         return None, UserError(f"validation: {e} (training is done; rerun it with `datakit validate {out}`)")
 
@@ -106,9 +107,14 @@ def _validate_after_training(out, judge, vopts):
 def quiet_libraries() -> None:
     """datakit shows its own progress and notices: keep the libraries' deprecation warnings and
     loading bars (GGUF de-quantisation, weight loading) out of the terminal."""
+    import logging
     import os
     import warnings
 
+    # bitsandbytes (imported by peft) logs a warning at import on CPUs with AVX512-BF16 when the
+    # optional `kernels` package is missing ("Failed to load CPU gemm_4bit_forward ..."): the
+    # trainer never uses its CPU 4-bit path, so only its errors may reach the terminal
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
     os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader uses a bare tqdm
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*Could not find a config file.*")
@@ -123,7 +129,7 @@ def _run_with_progress(cfg):
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from datakit.train import train
+    from datakit.train.trainer import Run
 
     console = Console(stderr=True)
     state = {"task": None, "eval": None}
@@ -158,8 +164,10 @@ def _run_with_progress(cfg):
                 parts.append(f"acc {d['reward_accuracy']:.2f}")
             progress.update(state["task"], completed=d["step"], info=" · ".join(parts))
 
+    run = Run(cfg, on_event)
     try:
-        return train(cfg, on_event)
+        run.summary = run.execute()  # the run (and its model) stays, for the validation
+        return run
     finally:
         progress.stop()
 

@@ -10,7 +10,7 @@ import click
 from datakit.cli.common import config_from_options, console, teacher_options
 
 
-def run_validation(train_dir: str, dk_cfg: Any, opts: Any) -> dict[str, Any]:
+def run_validation(train_dir: str, dk_cfg: Any, opts: Any, loaded: tuple | None = None) -> dict[str, Any]:
     """Run the validation with a progress bar for answering and judging; returns validation.json."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -32,7 +32,7 @@ def run_validation(train_dir: str, dk_cfg: Any, opts: Any) -> dict[str, Any]:
             progress.update(tasks[d["what"]], completed=d["done"], total=d["total"])
 
     try:
-        return validate(train_dir, dk_cfg, opts, on_event)
+        return validate(train_dir, dk_cfg, opts, on_event, loaded=loaded)
     finally:
         progress.stop()
 
@@ -79,11 +79,13 @@ def validate_cmd(train_dir: str, judge_teacher: str | None, val_prompts: int | N
                  **topts: Any) -> None:
     """Judge the tuned model of TRAIN_DIR against its base on held-out prompts (both orders)."""
     from datakit.cli.train_cmds import quiet_libraries
+    from datakit.train.cpu_defaults import calm_threads
     from datakit.train.pair_judge import judge_name
     from datakit.train.validate import ValidateOptions
 
     dk_cfg = config_from_options(**topts)
     judge_name(dk_cfg, judge_teacher)  # an unknown judge fails here, before any model loads
+    calm_threads()
     quiet_libraries()
     opts = ValidateOptions(val_prompts=val_prompts, max_new_tokens=val_tokens, judge=judge_teacher)
     print_validation(run_validation(train_dir, dk_cfg, opts), train_dir)

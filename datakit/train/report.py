@@ -43,20 +43,29 @@ def prompt_of(row: Any) -> tuple[list[dict], str]:
     return msgs[:last], msgs[last]["content"]
 
 
-def _generate(run, messages: list[dict], max_new: int) -> str:
-    return generate_answer(run.tok, run.model, run.device, messages, max_new)
-
-
-def generate_answer(tok, model, device, messages: list[dict], max_new: int) -> str:
-    """The model's greedy answer to a conversation (at most ``max_new`` new tokens)."""
+def generate_answers(tok, model, device, conversations: list[list[dict]], max_new: int) -> list[str]:
+    """Greedy answers to several conversations in one left-padded batch (a CPU spends about as
+    long on a batch of 8 as on one answer). The batch runs on PyTorch's SDPA attention, which
+    honours the padding mask; the model's own attention is put back afterwards."""
     import torch
 
-    enc = tok.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt", return_dict=True)
-    enc = {k: v.to(device) for k, v in enc.items()}
-    with torch.no_grad():
-        out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, use_cache=True,
-                             pad_token_id=tok.pad_token_id)
-    return tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+    if not conversations:
+        return []
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    attn, side = base.config._attn_implementation, tok.padding_side
+    texts = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    try:
+        base.set_attn_implementation("sdpa")
+        tok.padding_side = "left"
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, use_cache=True,
+                                 pad_token_id=tok.pad_token_id)
+    finally:
+        tok.padding_side = side
+        base.set_attn_implementation(attn)
+    width = enc["input_ids"].shape[1]
+    return [tok.decode(row[width:], skip_special_tokens=True).strip() for row in out]
 
 
 def write_samples(run, rows: list, path: Path) -> int:
@@ -70,11 +79,11 @@ def write_samples(run, rows: list, path: Path) -> int:
     parts = ["# Samples: base model vs tuned model\n",
              f"Model `{run.spec.label}`, method {run.cfg.method}, greedy decoding, "
              f"at most {run.cfg.sample_tokens} new tokens. Prompts are held-out rows where there are any.\n"]
-    for i, row in enumerate(rows[:n], 1):
-        prompt, ref = prompt_of(row)
-        with model.disable_adapter():
-            base = _generate(run, prompt, run.cfg.sample_tokens)
-        tuned = _generate(run, prompt, run.cfg.sample_tokens)
+    prompts = [prompt_of(row) for row in rows[:n]]
+    with model.disable_adapter():
+        bases = generate_answers(run.tok, model, run.device, [p for p, _ in prompts], run.cfg.sample_tokens)
+    tuneds = generate_answers(run.tok, model, run.device, [p for p, _ in prompts], run.cfg.sample_tokens)
+    for i, ((prompt, ref), base, tuned) in enumerate(zip(prompts, bases, tuneds), 1):
         user = next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
         parts.append(f"\n## {i}. {_one_line(user, 100)}\n")
         parts.append(f"\n**Prompt (last user turn)**\n\n{_quote(user)}\n")

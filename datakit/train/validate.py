@@ -85,17 +85,21 @@ def held_out_rows(tcfg, train_dir: Path) -> list:
 
 def _check_same_data(tcfg, train_dir: Path) -> None:
     """Refuse when the data file changed since training: its split would no longer be the one
-    held out then. Uses the trainer's own run fingerprint (kept in ``checkpoint-last``)."""
+    held out then. The trainer's checkpoint records the data's hash (runs from before it did are
+    taken as they are)."""
     from datakit.train import trainer
 
-    state = train_dir / "checkpoint-last" / "state.json"
-    fingerprint, file_sha = getattr(trainer, "_fingerprint", None), getattr(trainer, "_file_sha", None)
-    if not (state.is_file() and fingerprint and file_sha):
+    state_file = train_dir / "checkpoint-last" / "state.json"
+    state = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    if "data_sha" not in state:  # a run from before the checkpoint kept it: nothing to compare
         return
-    want = json.loads(state.read_text()).get("fingerprint")
-    if want and fingerprint(tcfg, file_sha(tcfg.data) + file_sha(tcfg.eval_data)) != want:
+    data_sha, eval_sha = trainer._file_sha(tcfg.data), trainer._file_sha(tcfg.eval_data)
+    changed = [p for p, now, then in ((tcfg.data, data_sha, state["data_sha"][:len(data_sha)]),
+                                      (tcfg.eval_data, eval_sha, state["data_sha"][len(data_sha):]))
+               if now != then]
+    if changed:
         raise UserError("the training data changed since this run was trained, so its held-out split cannot "
-                        "be rebuilt; validate with the original file", path=tcfg.data)
+                        "be rebuilt; validate with the original file", path=changed[0])
 
 
 def task_text(messages: list[dict]) -> str:
@@ -151,6 +155,16 @@ def load_tuned(tcfg, summary: dict[str, Any], adapter_dir: Path):
     return tok, model, device
 
 
+def use_adapter(model, adapter_dir: Path) -> None:
+    """Put the adapter saved in ``adapter_dir`` into a live peft model (the trainer's own, at the
+    end of ``datakit train``: no second load of the base model)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    set_peft_model_state_dict(model, load_file(str(adapter_dir / "adapter_model.safetensors")))
+    model.eval()
+
+
 def _examples(tok, rows: list, tcfg) -> list:
     from datakit.train import data as D
 
@@ -184,27 +198,28 @@ def eval_losses(model, tok, rows: list, tcfg, device) -> dict[str, float | None]
     return {"base": base, "tuned": eval_nll(model, tok, rows, tcfg, device)}
 
 
-def answer_both(model, tok, device, prompts: list[list[dict]], max_new: int, emit: Event) -> list[tuple[str, str]]:
+def answer_both(model, tok, device, prompts: list[list[dict]], max_new: int, emit: Event,
+                batch: int = 8) -> list[tuple[str, str]]:
     """(base answer, tuned answer) for each prompt; greedy, so a rerun gives the same texts."""
-    from datakit.train.report import generate_answer
+    from datakit.train.report import generate_answers
 
-    out = []
+    base: list[str] = []
+    tuned: list[str] = []
     total = 2 * len(prompts)
     emit("progress", {"what": "answering", "done": 0, "total": total})
-    for i, p in enumerate(prompts):
+    for s in range(0, len(prompts), batch):
+        chunk = prompts[s: s + batch]
         with model.disable_adapter():
-            base = generate_answer(tok, model, device, p, max_new)
-        emit("progress", {"what": "answering", "done": 2 * i + 1, "total": total})
-        tuned = generate_answer(tok, model, device, p, max_new)
-        emit("progress", {"what": "answering", "done": 2 * i + 2, "total": total})
-        out.append((base, tuned))
-    return out
+            base += generate_answers(tok, model, device, chunk, max_new)
+        emit("progress", {"what": "answering", "done": len(base) + len(tuned), "total": total})
+        tuned += generate_answers(tok, model, device, chunk, max_new)
+        emit("progress", {"what": "answering", "done": len(base) + len(tuned), "total": total})
+    return list(zip(base, tuned))
 
 
-def _free(model) -> None:
+def _free_memory() -> None:
     import torch
 
-    del model
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -213,9 +228,10 @@ def _free(model) -> None:
 # --------------------------------------------------------------------------- the whole check
 
 def validate(train_dir: str | Path, dk_cfg: Any, opts: ValidateOptions | None = None,
-             on_event: Event | None = None) -> dict[str, Any]:
+             on_event: Event | None = None, *, loaded: tuple | None = None) -> dict[str, Any]:
     """Compare the tuned model with its base on the held-out split; writes ``validation.json``
-    (schema in docs/TRAINING.md) and returns it."""
+    (schema in docs/TRAINING.md) and returns it. ``loaded``: (tokenizer, peft model, device) of
+    the run that just trained, reused instead of loading the model again."""
     from datakit.train.pair_judge import judge_all
     from datakit.train.report import prompt_of
 
@@ -228,14 +244,19 @@ def validate(train_dir: str | Path, dk_cfg: Any, opts: ValidateOptions | None = 
         raise UserError("the run has no held-out split to validate on (it was trained with --eval-fraction 0 "
                         "and no --eval-data)", path=str(train_dir))
     adapter_dir, adapter_label = pick_adapter(train_dir)
-    emit("phase", {"name": f"validation: loading {tcfg.model} with {adapter_label}"})
-    tok, model, device = load_tuned(tcfg, summary, adapter_dir)
+    if loaded is not None:
+        tok, model, device = loaded
+        use_adapter(model, adapter_dir)
+    else:
+        emit("phase", {"name": f"validation: loading {tcfg.model} with {adapter_label}"})
+        tok, model, device = load_tuned(tcfg, summary, adapter_dir)
     n, max_new = sizes(opts, device.type != "cuda", len(rows), emit)
     emit("phase", {"name": f"validation: eval loss of base and tuned on {len(rows)} held-out rows"})
     losses = eval_losses(model, tok, rows, tcfg, device)
     prompts = [prompt_of(r)[0] for r in rows[:n]]
     answers = answer_both(model, tok, device, prompts, max_new, emit)
-    _free(model)
+    del model
+    _free_memory()
     items = [{"prompt": task_text(p), "base": b, "tuned": t} for p, (b, t) in zip(prompts, answers)]
     progress = lambda done, total: emit("progress", {"what": "judging", "done": done, "total": total})  # noqa: E731
     judgements, who = judge_all(dk_cfg, items, train_dir, teacher=opts.judge, max_tokens=opts.judge_max_tokens,
