@@ -208,3 +208,6 @@ def test_dpo_default_step_trains_like_the_same_pairs_one_by_one(tmp_path, tokeni
     assert moved > 0  # the step changed the adapter (lora_B starts at zero)
     rows_b = [json.loads(x) for x in (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()]
     assert rows_b[0]["tokens"] == sum(D.pair_sizes([pairs[i] for i in first]))
+    assert rows_b[0]["pairs"] == len(first) and rows_b[0]["pairs_per_s"] > 0
+    # the summary says how long loading took and how much CPU memory the process held at most
+    assert budget["load_s"] >= 0 and budget["peak_rss_gib"] > 0
