@@ -286,6 +286,31 @@ def test_dpo_loss_on_a_tiny_model_equals_the_formula(tokenizer, tiny_model_dir):
         assert float(rewards["chosen"][k]) == pytest.approx(beta * (want_pol[2 * k] - want_ref[2 * k]), abs=1e-4)
 
 
+def test_a_4bit_checkpoint_loads_as_saved_without_a_warning(tmp_path):
+    """A checkpoint saved in 4-bit (as bench/train_72b.py writes the 72B one) loads with its own
+    quantization_config; passing ours too made transformers print a warning in the terminal.
+    bitsandbytes quantises on the CPU here, so no GPU is needed."""
+    import warnings
+
+    bnb = pytest.importorskip("bitsandbytes")
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig, Qwen2Config, Qwen2ForCausalLM
+
+    from datakit.train.model import ModelSpec, load_model
+
+    Qwen2ForCausalLM(Qwen2Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(str(tmp_path / "bf16"))
+    q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                           bnb_4bit_compute_dtype=torch.float32)
+    AutoModelForCausalLM.from_pretrained(str(tmp_path / "bf16"), quantization_config=q,
+                                         device_map={"": "cpu"}).save_pretrained(str(tmp_path / "nf4"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = load_model(ModelSpec(str(tmp_path / "nf4")), load_4bit=True, device=torch.device("cpu"),
+                           dtype=torch.float32)
+    assert not [w for w in caught if "quantization_config" in str(w.message)]
+    assert isinstance(model.model.layers[1].mlp.down_proj, bnb.nn.Linear4bit)
+
+
 # --------------------------------------------------------------------------- runs
 
 def _cfg(tmp_path, data, model, **kw):

@@ -110,7 +110,9 @@ def load_model(spec: ModelSpec, *, load_4bit: bool, device, dtype, attn: str | N
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn}
     if spec.gguf_file:
         kwargs["gguf_file"] = spec.gguf_file
-    if load_4bit:
+    if load_4bit and _saved_quantized(spec):
+        kwargs["device_map"] = {"": device}  # a 4-bit checkpoint: its own quantization_config applies
+    elif load_4bit:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -129,6 +131,20 @@ def load_model(spec: ModelSpec, *, load_4bit: bool, device, dtype, attn: str | N
         p.requires_grad_(False)
     model.config.use_cache = False
     return model
+
+
+def _saved_quantized(spec: ModelSpec) -> bool:
+    """True when the checkpoint is stored quantised (its config has a ``quantization_config``,
+    as a 4-bit save has): then it is loaded as saved, and passing a config of our own would only
+    make transformers warn that it ignores it."""
+    if spec.gguf_file:
+        return False
+    try:
+        from transformers import AutoConfig
+
+        return getattr(AutoConfig.from_pretrained(spec.source), "quantization_config", None) is not None
+    except (OSError, ValueError):
+        return False  # from_pretrained below says what is wrong
 
 
 def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules, gradient_checkpointing: bool,
