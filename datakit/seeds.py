@@ -92,9 +92,10 @@ def _numbered(path: Path):
     """(line number, object) pairs; line numbers count blank lines too, as editors do."""
     text = None
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise UserError("not UTF-8 text", path=str(path)) from None
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError("not UTF-8 text", path=str(path), line=raw[:e.start].count(b"\n") + 1) from None
     except OSError as e:
         raise UserError(f"cannot read ({e.strerror})", path=str(path)) from None
     numbers = [i + 1 for i, line in enumerate(text.split("\n")) if line.strip()]

@@ -33,6 +33,8 @@ def load_run_records(run_dir: Path, limit: int | None, only: str | Path | None =
     if not (run_dir / "records.jsonl").exists():
         raise UserError("not a run directory (no records.jsonl; run `datakit generate` first)", path=str(run_dir))
     recs = [r for r in read_records(run_dir) if r.status == "accepted"]
+    if not recs:
+        raise UserError("no accepted records to work on", path=str(run_dir / "records.jsonl"))
     if only is not None:
         keep = selected_ids(only)
         recs = [r for r in recs if r.id in keep]
