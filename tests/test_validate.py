@@ -162,10 +162,11 @@ def test_readme_train_line_takes_the_cpu_defaults():
     if cuda_available():
         pytest.skip("a CUDA GPU is visible: the GPU defaults apply")
     config_file, opts = _parsed_opts(README_TRAIN)
-    opts, line = apply_cpu_defaults(config_file, opts)
+    opts, line = apply_cpu_defaults(config_file, opts, validating=True)  # the line validates by default
     cfg = make_config(config_file, **opts)
     gpu = TrainConfig()
-    assert (cfg.grad_accum, cfg.max_len, cfg.gradient_checkpointing) == (1, 512, False)
+    assert (cfg.batch_size, cfg.grad_accum, cfg.max_len, cfg.gradient_checkpointing) == (1, 1, 512, False)
+    assert cfg.samples == 0  # the validation answers the held-out prompts instead
     assert (gpu.grad_accum, gpu.max_len) == (4, 2048)  # what the line took before: ~8k tokens a step
     assert cfg.max_steps == 20 and cfg.model == "bundled"
     assert line.startswith("no CUDA GPU: CPU defaults") and "--grad-accum 1" in line and "--max-len 512" in line

@@ -57,21 +57,22 @@ def train_cmd(config_file, do_validate, val_prompts, val_tokens, judge_teacher, 
     from datakit.train.cpu_defaults import apply_cpu_defaults, calm_threads
     from datakit.train.validate import ValidateOptions
 
-    make_config(config_file, **opts)  # bad settings fail here, before anything heavy loads
+    cfg0 = make_config(config_file, **opts)  # bad settings fail here, before anything heavy loads
+    vopts = ValidateOptions(val_prompts=val_prompts, max_new_tokens=val_tokens, judge=judge_teacher).check()
     judge = _judge_config(judge_config, judge_base_url, judge_model, judge_api_key_env, judge_teacher) \
         if do_validate else None
     calm_threads()
     quiet_libraries()  # before torch loads: it imports tqdm, which reads TQDM_DISABLE once
-    opts, cpu_line = apply_cpu_defaults(config_file, opts)
-    cfg = make_config(config_file, **opts)
-    if cpu_line:
+    if judge is not None and not (cfg0.eval_data or cfg0.eval_fraction > 0):
         from datakit.cli.common import console
 
-        console.print(f"[yellow]notice:[/] {cpu_line}")
-    run = _run_with_progress(cfg)
+        console.print("[yellow]notice:[/] no held-out split (--eval-fraction 0, no --eval-data): no validation")
+        judge = None
+    opts, cpu_line = apply_cpu_defaults(config_file, opts, validating=judge is not None)
+    cfg = make_config(config_file, **opts)
+    run = _run_with_progress(cfg, cpu_line)
     summary, validation, error = run.summary, None, None
     if summary and judge is not None:
-        vopts = ValidateOptions(val_prompts=val_prompts, max_new_tokens=val_tokens, judge=judge_teacher)
         validation, error = _validate_after_training(cfg.out, judge, vopts, (run.tok, run.model, run.device))
     _print_summary(summary, validation)
     if error is not None:
@@ -125,19 +126,24 @@ def quiet_libraries() -> None:
     hf_logging.disable_progress_bar()
 
 
-def _run_with_progress(cfg):
+def _run_with_progress(cfg, first_notice=None):
+    """Train with a progress bar; ``first_notice`` is shown with the run's first event (once the
+    data has been read: a bad file still ends in its one error line alone)."""
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from datakit.train.trainer import Run
 
     console = Console(stderr=True)
-    state = {"task": None, "eval": None}
+    state = {"task": None, "eval": None, "first": first_notice}
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                         console=console, transient=False)
 
     def on_event(kind, d):
+        if state["first"]:
+            progress.console.print(f"[yellow]notice:[/] {state['first']}")
+            state["first"] = None
         if kind == "notice":
             progress.console.print(f"[yellow]notice:[/] {d['message']}")
         elif kind == "phase":

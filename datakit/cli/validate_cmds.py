@@ -46,8 +46,9 @@ def validation_rows(v: dict[str, Any] | None) -> list[tuple[str, str]]:
         return "—" if x is None else f"{x:.4f}"
 
     j = v["judge"]
+    what = "held-out NLL of chosen replies" if v.get("method") == "dpo" else "held-out eval loss"
     return [
-        ("held-out eval loss base → tuned", f"{f(v['eval_loss']['base'])} → {f(v['eval_loss']['tuned'])}"),
+        (f"{what} base → tuned", f"{f(v['eval_loss']['base'])} → {f(v['eval_loss']['tuned'])}"),
         ("judge", f"{j['teacher']} ({j['model']})" + (" · bundled 135M: a smoke test, no quality claim"
                                                        if j["bundled"] else "")),
         ("tuned vs base: win / tie / loss", f"{v['wins']} / {v['ties']} / {v['losses']}"
@@ -83,11 +84,11 @@ def validate_cmd(train_dir: str, judge_teacher: str | None, val_prompts: int | N
     from datakit.train.pair_judge import judge_name
     from datakit.train.validate import ValidateOptions
 
+    opts = ValidateOptions(val_prompts=val_prompts, max_new_tokens=val_tokens, judge=judge_teacher).check()
     dk_cfg = config_from_options(**topts)
     judge_name(dk_cfg, judge_teacher)  # an unknown judge fails here, before any model loads
     calm_threads()
     quiet_libraries()
-    opts = ValidateOptions(val_prompts=val_prompts, max_new_tokens=val_tokens, judge=judge_teacher)
     print_validation(run_validation(train_dir, dk_cfg, opts), train_dir)
 
 

@@ -16,7 +16,7 @@ CPU_DEFAULTS: dict[str, Any] = {
     "grad_accum": 1,                 # one micro-batch per optimizer step: the bar moves every few seconds
     "max_len": 512,                  # tokens per packed row (datakit's exports fit; longer ones are counted)
     "gradient_checkpointing": False,  # memory is no issue for small models on a CPU; saves the recompute
-    "samples": 1,                    # samples.md: the validation at the end answers the held-out prompts anyway
+    "samples": 1,                    # samples.md (0 when validating: validation.json holds the answers)
 }
 
 
@@ -48,16 +48,18 @@ def user_settings(config_file: str | None, opts: dict[str, Any]) -> set[str]:
     return given
 
 
-def apply_cpu_defaults(config_file: str | None, opts: dict[str, Any], *, on_cpu: bool | None = None
-                       ) -> tuple[dict[str, Any], str | None]:
+def apply_cpu_defaults(config_file: str | None, opts: dict[str, Any], *, on_cpu: bool | None = None,
+                       validating: bool = False) -> tuple[dict[str, Any], str | None]:
     """``opts`` with the CPU defaults filled in where the user gave nothing, and one line saying
-    which were used (None on a GPU, or when the user set them all)."""
+    which were used (None on a GPU, or when the user set them all). ``validating``: the run ends
+    with a validation, whose base and tuned answers make the samples redundant."""
     if on_cpu is None:
         on_cpu = not cuda_available()
     if not on_cpu:
         return opts, None
     given = user_settings(config_file, opts)
-    used = {k: v for k, v in CPU_DEFAULTS.items() if k not in given}
+    defaults = {**CPU_DEFAULTS, "samples": 0} if validating else CPU_DEFAULTS
+    used = {k: v for k, v in defaults.items() if k not in given}
     if not used:
         return opts, None
     shown = " ".join(_flag(k, v) for k, v in used.items())

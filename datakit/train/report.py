@@ -72,7 +72,8 @@ def write_samples(run, rows: list, path: Path) -> int:
     """Held-out prompts answered by the base model (adapter off) and the tuned one."""
     n = min(run.cfg.samples, len(rows))
     if n == 0:
-        atomic_write_text(path, "# Samples\n\n(no prompts)\n")
+        atomic_write_text(path, "# Samples\n\n(none: --samples 0. When the run was validated, validation.json "
+                                "holds held-out prompts answered by the base and the tuned model.)\n")
         return 0
     model = run.model
     model.eval()

@@ -40,6 +40,12 @@ class ValidateOptions:
     judge: str | None = None           # a teacher name from the config; None: the 'judge' role / local
     judge_max_tokens: int = 256
 
+    def check(self) -> "ValidateOptions":
+        for v, flag in ((self.val_prompts, "--val-prompts"), (self.max_new_tokens, "--val-tokens")):
+            if v is not None and v < 1:
+                raise UserError(f"must be at least 1, got {v}", field=flag)
+        return self
+
 
 def _noop(kind: str, data: dict) -> None:
     pass
@@ -235,21 +241,14 @@ def validate(train_dir: str | Path, dk_cfg: Any, opts: ValidateOptions | None = 
     from datakit.train.pair_judge import judge_all
     from datakit.train.report import prompt_of
 
-    train_dir, opts, emit = Path(train_dir), opts or ValidateOptions(), on_event or _noop
-    _check_options(opts)
+    train_dir, opts, emit = Path(train_dir), (opts or ValidateOptions()).check(), on_event or _noop
     summary = read_summary(train_dir)
     tcfg = train_config(summary)
     rows = held_out_rows(tcfg, train_dir)
     if not rows:
         raise UserError("the run has no held-out split to validate on (it was trained with --eval-fraction 0 "
                         "and no --eval-data)", path=str(train_dir))
-    adapter_dir, adapter_label = pick_adapter(train_dir)
-    if loaded is not None:
-        tok, model, device = loaded
-        use_adapter(model, adapter_dir)
-    else:
-        emit("phase", {"name": f"validation: loading {tcfg.model} with {adapter_label}"})
-        tok, model, device = load_tuned(tcfg, summary, adapter_dir)
+    tok, model, device, adapter_label = _tuned_model(train_dir, tcfg, summary, loaded, emit)
     n, max_new = sizes(opts, device.type != "cuda", len(rows), emit)
     emit("phase", {"name": f"validation: eval loss of base and tuned on {len(rows)} held-out rows"})
     losses = eval_losses(model, tok, rows, tcfg, device)
@@ -262,16 +261,21 @@ def validate(train_dir: str | Path, dk_cfg: Any, opts: ValidateOptions | None = 
     judgements, who = judge_all(dk_cfg, items, train_dir, teacher=opts.judge, max_tokens=opts.judge_max_tokens,
                                 on_progress=progress, on_status=lambda m: emit("phase", {"name": m}))
     result = assemble(who, losses, judgements, adapter=adapter_label, max_new_tokens=max_new,
-                      held_out=len(rows), model=tcfg.model)
+                      held_out=len(rows), model=tcfg.model, method=tcfg.method,
+                      eval_loss_of="chosen-reply tokens" if tcfg.method == "dpo" else "assistant tokens")
     atomic_write_json(train_dir / RESULT, result)
     return result
 
 
-def _check_options(opts: ValidateOptions) -> None:
-    if opts.val_prompts is not None and opts.val_prompts < 1:
-        raise UserError("must be at least 1", field="--val-prompts")
-    if opts.max_new_tokens is not None and opts.max_new_tokens < 1:
-        raise UserError("must be at least 1", field="--val-tokens")
+def _tuned_model(train_dir: Path, tcfg, summary: dict[str, Any], loaded: tuple | None, emit: Event):
+    """(tokenizer, peft model with the best adapter, device, which adapter) for the check."""
+    adapter_dir, label = pick_adapter(train_dir)
+    if loaded is not None:
+        tok, model, device = loaded
+        use_adapter(model, adapter_dir)
+        return tok, model, device, label
+    emit("phase", {"name": f"validation: loading {tcfg.model} with {label}"})
+    return (*load_tuned(tcfg, summary, adapter_dir), label)
 
 
 def assemble(who: dict[str, Any], losses: dict[str, Any], judgements: list[dict[str, Any]], **extra: Any
