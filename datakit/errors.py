@@ -29,3 +29,26 @@ class UserError(Exception):
 
 class TeacherError(UserError):
     """A teacher endpoint that cannot be used at all (unreachable, rejected key, unknown model)."""
+
+
+# what a full or read-only place looks like to the user: one line, and what to do about it
+_OS_ERRORS = {
+    "ENOSPC": "no space left on device; free some space and rerun the same command to resume",
+    "EDQUOT": "disk quota exceeded; free some space and rerun the same command to resume",
+    "EFBIG": "file too large for this system's file size limit (ulimit -f); rerun with a higher limit",
+    "EROFS": "read-only file system; write somewhere else",
+    "EACCES": "permission denied",
+    "EPERM": "operation not permitted",
+}
+
+
+def from_os_error(e: OSError) -> UserError | None:
+    """The one-line :class:`UserError` for an ``OSError`` a user can fix (a full disk, a file size
+    limit, a read-only or forbidden place), naming the path; None for any other OSError."""
+    import errno
+
+    name = errno.errorcode.get(e.errno or -1, "")
+    if name not in _OS_ERRORS:
+        return None
+    path = e.filename if e.filename is not None else None
+    return UserError(_OS_ERRORS[name], path=str(path) if path is not None else None)

@@ -51,4 +51,12 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("datakit: interrupted", err=True)
         sys.exit(130)
+    except OSError as e:  # a full disk, a file size limit, a read-only place: one line, exit 2
+        from datakit.errors import from_os_error
+
+        err = from_os_error(e)
+        if err is None:
+            raise
+        click.echo(f"datakit: error: {err}", err=True)
+        sys.exit(err.exit_code)
     sys.exit(0)

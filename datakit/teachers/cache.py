@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from datakit.errors import UserError
+
 
 def request_key(request: dict[str, Any]) -> str:
     """A stable hash of everything that shapes an answer (endpoint, model, messages, params, salt)."""
@@ -42,10 +44,14 @@ class ResponseCache:
 
     def put(self, key: str, request: dict[str, Any], response: dict[str, Any]) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO responses (key, request, response, created) VALUES (?, ?, ?, ?)",
-                (key, json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False),
-                 time.time()))
+            try:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO responses (key, request, response, created) VALUES (?, ?, ?, ?)",
+                    (key, json.dumps(request, ensure_ascii=False), json.dumps(response, ensure_ascii=False),
+                     time.time()))
+            except sqlite3.OperationalError as e:  # disk full, read-only: nothing a retry fixes
+                raise UserError(f"cannot write the response cache ({e}); free some space and rerun "
+                                f"the same command to resume", path=str(self.path)) from None
 
     def spent(self) -> dict[str, float]:
         """USD paid for the answers held here, per teacher (answers carry ``teacher`` and ``cost``
