@@ -339,5 +339,32 @@ def _records_from_rows(rows: list[dict[str, Any]], path: Path) -> list[Record]:
         if not isinstance(row.get("instruction"), str):
             raise UserError("missing or non-text 'instruction'", path=str(path), line=i,
                             field="instruction")
-        out.append(Record.from_dict(row))
+        out.append(Record.from_dict(_typed_row(row, path, i)))
     return out
+
+
+def _typed_row(row: dict[str, Any], path: Path, line: int) -> dict[str, Any]:
+    """``row`` with its core fields of the types a record needs: a null input or output is empty
+    text, a numeric id becomes text; anything else of the wrong type is refused naming the field."""
+    fixed = {}
+    for key, kind in (("id", str), ("input", str), ("output", str), ("status", str), ("candidates", list),
+                      ("filters", list), ("lineage", dict)):
+        v = row.get(key)
+        if key not in row or isinstance(v, kind):
+            continue
+        if v is None and key in ("input", "output"):
+            fixed[key] = ""
+        elif key == "id" and isinstance(v, int) and not isinstance(v, bool):
+            fixed[key] = str(v)
+        else:
+            raise UserError(f"expected {'text' if kind is str else kind.__name__}, got {type(v).__name__}",
+                            path=str(path), line=line, field=key)
+    for k, c in enumerate(row.get("candidates") or []):
+        if not isinstance(c, dict):
+            raise UserError(f"expected an object, got {type(c).__name__}", path=str(path), line=line,
+                            field=f"candidates[{k}]")
+        for key, kind in (("id", str), ("output", str), ("judge", dict)):
+            if c.get(key) is not None and not isinstance(c[key], kind):
+                raise UserError(f"expected {'text' if kind is str else 'an object'}, got {type(c[key]).__name__}",
+                                path=str(path), line=line, field=f"candidates[{k}].{key}")
+    return {**row, **fixed} if fixed else row
