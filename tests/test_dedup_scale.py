@@ -119,3 +119,25 @@ def test_streamed_ray_equals_local(tmp_path, monkeypatch):
     finally:
         ray.shutdown()
     assert _key(res) == _key(mem) and mem.removed
+
+
+def test_pair_in_a_big_bucket_earlier_is_still_checked_later():
+    """A pair inside a big bucket of an earlier band (> 64: only star edges to its earliest
+    member were candidates there) that shares a small bucket in a later band is verified there,
+    as in memory. (An earlier version skipped every pair that shared any earlier band's key.)"""
+    from datakit.curate.dedup import verify_edges
+
+    cfg = mh.MinHashConfig()
+    b, _ = cfg.band_rows()
+    n = 71
+    texts = ["a completely different text about something else entirely here"]
+    texts += [f"write a long story about the number {i // 2} and its friends" for i in range(n - 1)]
+    keys = np.arange(n * b, dtype=np.uint64).reshape(n, b) + np.uint64(10_000)
+    keys[:, 0] = 7  # band 0: one big bucket, star edges from doc 0 (dissimilar to all)
+    keys[1:, 1] = np.arange(n - 1, dtype=np.uint64) // 2  # band 1: pairs of equal texts
+    store = ds.TextStore(chunk=50)
+    store.append_chunk(texts[:50])
+    store.append_chunk(texts[50:])
+    got = ds.cluster_bands(n, lambda j: np.ascontiguousarray(keys[:, j]), store, None, cfg)
+    want, *_ = verify_edges(texts, np.zeros((n, 1)), *mh.bucket_pairs(keys), cfg)
+    assert np.array_equal(got, want) and (want != np.arange(n)).sum() == (n - 1) // 2

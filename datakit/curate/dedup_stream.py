@@ -13,15 +13,16 @@ removals as the in-memory path, in bounded memory:
    :func:`minhash.band_pairs`) whose two documents are not yet in one cluster are verified
    (exact Jaccard, shingling again only the documents named, in chunks of pairs) and merged
    into the clusters (:func:`minhash.merge_components`). A pair already joined through earlier
-   bands is not checked again, which changes no cluster;
+   bands, or sharing the key of an earlier band (it was decided there), is not checked again,
+   which changes no cluster: each candidate pair is verified at most once, as in memory;
 3. representatives (highest judge score, else earliest) and the similarity of each removed
    member to its representative, with numpy over the cluster labels;
 4. :func:`write_stream` reads the input again line by line and writes kept and removed rows
    as it goes (JSONL), each file atomically.
 
 Memory: the text blob (~ the input's text bytes), 8 bytes of offsets and 8 of labels per
-document, one band's keys and sort at a time (~40 bytes per document), and the pairs of one
-band. Disk: 8 bytes per document and band in a temporary folder.
+document, 1 byte per document and band (bucket roles), one band's keys and sort at a time
+(~40 bytes per document), and the pairs of one band. Disk: 8 bytes per document and band in a temporary folder.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from datakit.curate import minhash as mh
 from datakit.errors import UserError
 
 CHUNK = 100_000
-PAIR_CHUNK = 1 << 20
+PAIR_CHUNK = 1 << 19
 _REASONS = ("near_duplicate", "contaminated")
 
 
@@ -134,6 +135,17 @@ class TextStore:
         c, k = divmod(int(i), self.chunk)
         off = self.offsets[c]
         return self.blobs[c][off[k]:off[k + 1]].decode("utf-8")
+
+    def take(self, idx: np.ndarray) -> list[str]:
+        """``[self[i] for i in idx]``, faster."""
+        idx = np.asarray(idx, dtype=np.int64)
+        c, k = np.divmod(idx, self.chunk)
+        out: list[str] = []
+        blobs, offsets = self.blobs, self.offsets
+        for ci, ki in zip(c.tolist(), k.tolist()):
+            off = offsets[ci]
+            out.append(blobs[ci][off[ki]:off[ki + 1]].decode("utf-8"))
+        return out
 
 
 @dataclass
@@ -242,10 +254,18 @@ def cluster_bands(n: int, band: Callable[[int], np.ndarray], texts: TextStore,
     """Cluster labels (as :func:`minhash.components`) from the band keys, one band at a time."""
     b, _ = cfg.band_rows()
     label = np.arange(n, dtype=np.int64)
+    roles = []  # each band's bucket roles (see band_pairs), 1 byte per document
     for j in range(b):
-        u, v = mh.band_pairs(band(j))
+        roles.append(np.zeros(n, dtype=np.uint8))
+        u, v = mh.band_pairs(band(j), roles=roles[j])
         apart = label[u] != label[v]
         u, v = u[apart], v[apart]
+        for earlier in range(j):  # a pair that was a candidate in an earlier band was decided there
+            if not len(u):
+                break
+            col = band(earlier)
+            seen = (col[u] == col[v]) & (roles[earlier][u] != 3)
+            u, v = u[~seen], v[~seen]
         ok = _similarity(texts, sig, u, v, cfg) >= cfg.threshold
         mh.merge_components(label, u[ok], v[ok])
         if progress is not None:

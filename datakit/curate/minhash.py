@@ -427,13 +427,14 @@ def exact_jaccard(texts: Sequence[str], u: np.ndarray, v: np.ndarray, config: Mi
         return np.zeros(0, dtype=np.float64)
     if other is None:
         ua = unique_sorted(np.concatenate([u, v]))
-        sub = [texts[i] for i in ua.tolist()]
+        sub = texts.take(ua) if hasattr(texts, "take") else [texts[i] for i in ua.tolist()]
         lut = np.empty(len(texts), dtype=np.int64)
         lut[ua] = np.arange(len(ua))
         iu, iv = lut[u], lut[v]
     else:
         ua, ub = unique_sorted(u), unique_sorted(v)
-        sub = [texts[i] for i in ua.tolist()] + [other[j] for j in ub.tolist()]
+        sub = texts.take(ua) if hasattr(texts, "take") else [texts[i] for i in ua.tolist()]
+        sub += [other[j] for j in ub.tolist()]
         iu, iv = np.searchsorted(ua, u), len(ua) + np.searchsorted(ub, v)
     vals, offsets = shingle_sets(sub, config)
     out = np.empty(len(u), dtype=np.float64)
@@ -479,11 +480,15 @@ def estimated_jaccard(sig: np.ndarray, u: np.ndarray, v: np.ndarray, other: np.n
 
 # --------------------------------------------------------------------------- buckets and clusters
 
-def band_pairs(k: np.ndarray, max_bucket: int = 64) -> tuple[np.ndarray, np.ndarray]:
+def band_pairs(k: np.ndarray, max_bucket: int = 64, roles: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
     """Candidate pairs ``(u, v)``, ``u < v``, of documents sharing a key in one band (``k``: one
     key per document). A bucket of up to ``max_bucket`` documents gives all its pairs; a bigger
     one links every member to its earliest one (enough for clustering, avoids quadratic
-    blow-up). Each pair appears once."""
+    blow-up). Each pair appears once. With ``roles`` (``uint8``, one per document), each
+    document's part is written there: 0 alone, 1 in a small bucket, 2 the earliest member of a
+    big one, 3 another member of a big one (so a pair of documents sharing the key was a
+    candidate here exactly when the earlier one's role is 1 or 2)."""
     n = len(k)
     order = np.argsort(k, kind="stable")
     ks = k[order]
@@ -495,6 +500,8 @@ def band_pairs(k: np.ndarray, max_bucket: int = 64) -> tuple[np.ndarray, np.ndar
     gsize = np.diff(np.append(gstart, n))
     size = gsize[gid]
     pos = np.arange(n) - gstart[gid]
+    if roles is not None:
+        roles[order] = np.where(size > max_bucket, np.where(pos == 0, 2, 3), size >= 2)
     us, vs = [], []
     # small buckets: all pairs (i, j) with j after i in the bucket
     cnt = np.where((size >= 2) & (size <= max_bucket), size - pos - 1, 0)
