@@ -93,7 +93,9 @@ class SelfInstruct:
         self.rules = RuleFilter(RulesConfig(min_words=self.g.min_words, max_words=self.g.max_words))
         self.novelty = RougeLNovelty(self.g.rouge_threshold, self.g.rouge_tokenizer)
         self.seen_exact: set[str] = set()
-        self.machine: list[Record] = []
+        # (id, instruction) of every accepted task, for demos: the records themselves (lineage,
+        # verdicts, instances) are on disk, not held (flat memory over a 100k-record run)
+        self.machine: list[tuple[str, str]] = []
         self.task_requests = 0      # task-generation requests sent in committed rounds
         self.accepted_so_far = 0    # accepted records in committed rounds
         self._in_round = 0          # accepted so far in the round in flight
@@ -127,7 +129,7 @@ class SelfInstruct:
         remembered = []
         for row in read_jsonl(self.run.records_path) if self.run.records_path.exists() else []:
             rec = Record.from_dict(row)
-            self.machine.append(rec)
+            self.machine.append((rec.id, rec.instruction))
             remembered.append(rec)
         for row in read_jsonl(self.run.rejected_path) if self.run.rejected_path.exists() else []:
             if row.get("reason") in INSTANCE_FAILURES and "instance" in row.get("lineage", {}):
@@ -145,7 +147,7 @@ class SelfInstruct:
         g = self.g
         humans = rng.sample(self.seeds, min(g.human_demos, len(self.seeds)))
         machines = rng.sample(self.machine, min(g.machine_demos, len(self.machine)))
-        demos = [(s.id, s.instruction) for s in humans] + [(m.id, m.instruction) for m in machines]
+        demos = [(s.id, s.instruction) for s in humans] + machines
         rng.shuffle(demos)
         return demos
 
@@ -336,7 +338,7 @@ class SelfInstruct:
                     continue
                 rec_log.write_batch(r.to_dict() for r in accepted)
                 rej_log.write_batch(r.to_dict() for r in rejected)
-                self.machine.extend(accepted)
+                self.machine.extend((r.id, r.instruction) for r in accepted)
                 accepted_total += len(accepted)
                 self.task_requests += n_requests
                 self.accepted_so_far = accepted_total
