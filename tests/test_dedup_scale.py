@@ -87,8 +87,10 @@ def test_cli_streamed_outputs_match(tmp_path, monkeypatch):
 
 def test_streamed_bad_row_names_line(tmp_path, monkeypatch, capsys):
     f = tmp_path / "in.jsonl"
-    f.write_text('{"id": 1, "instruction": "a b c"}\n{"id": 2, "instruction": 5}\n')
+    f.write_text('{"id": 1, "instruction": "a b c"}\n{"id": 2, "instruction": 5}\n'
+                 '{"id": 3, "instruction": "d e f"}\n')
     monkeypatch.setenv("DATAKIT_STREAM_BYTES", "1")
+    monkeypatch.setattr(ds, "CHUNK", 1)  # chunks go to worker processes; the error comes back
     assert run("dedup", f, "-o", tmp_path / "o.jsonl") == 2
     err = capsys.readouterr().err
     assert "in.jsonl:2" in err and "Traceback" not in err

@@ -81,25 +81,42 @@ class JsonlRows:
         for k, _, row in self.lines():
             yield row
 
+    def raw_chunks(self, size: int) -> Iterator[list[tuple[int, int, bytes]]]:
+        """Lists of ``size`` rows (the last one shorter) as (file number, line number, raw line)."""
+        chunk: list[tuple[int, int, bytes]] = []
+        for k, f in enumerate(self.files):
+            with open(f, "rb") as fh:
+                for i, line in enumerate(fh, 1):
+                    if line.strip():
+                        chunk.append((k, i, line))
+                        if len(chunk) == size:
+                            yield chunk
+                            chunk = []
+        if chunk:
+            yield chunk
+
     def lines(self) -> Iterator[tuple[int, bytes, dict[str, Any]]]:
         """(file number, raw line, checked row) for every row, in input order."""
-        import json
-
-        from datakit.curate.dedup import checked_row
-
         for k, f in enumerate(self.files):
             with open(f, "rb") as fh:
                 for i, line in enumerate(fh, 1):
                     if not line.strip():
                         continue
-                    try:
-                        row = json.loads(line)
-                    except ValueError as e:
-                        raise UserError(f"not valid JSON ({e.args[0].split(':')[0]})",
-                                        path=str(f), line=i) from None
-                    if not isinstance(row, dict):
-                        raise UserError("expected a JSON object", path=str(f), line=i)
-                    yield k, line, checked_row(row, self.fields, f, i)
+                    yield k, line, parse_row(line, self.fields, f, i)
+
+
+def parse_row(line: bytes, fields: Sequence[str], path: Path, i: int) -> dict[str, Any]:
+    import json
+
+    from datakit.curate.dedup import checked_row
+
+    try:
+        row = json.loads(line)
+    except ValueError as e:
+        raise UserError(f"not valid JSON ({e.args[0].split(':')[0]})", path=str(path), line=i) from None
+    if not isinstance(row, dict):
+        raise UserError("expected a JSON object", path=str(path), line=i)
+    return checked_row(row, fields, path, i)
 
 
 class _Source:
@@ -112,6 +129,14 @@ class _Source:
         return int(np.searchsorted(self.ends, i, side="right"))
 
 
+def encode(texts: Sequence[str]) -> tuple[bytes, np.ndarray]:
+    """Strings as one UTF-8 blob and the offsets of each (``len(texts) + 1``)."""
+    enc = [t.encode("utf-8") for t in texts]
+    off = np.zeros(len(enc) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)), out=off[1:])
+    return b"".join(enc), off
+
+
 class TextStore:
     """Strings appended in chunks and kept as UTF-8 blobs with offsets; ``store[i]`` decodes one."""
 
@@ -121,11 +146,11 @@ class TextStore:
         self.offsets: list[np.ndarray] = []
 
     def append_chunk(self, texts: Sequence[str]) -> None:
+        self.append_encoded(*encode(texts))
+
+    def append_encoded(self, blob: bytes, off: np.ndarray) -> None:
         assert not self.blobs or len(self.offsets[-1]) == self.chunk + 1, "only the last chunk may be short"
-        enc = [t.encode("utf-8") for t in texts]
-        off = np.zeros(len(enc) + 1, dtype=np.int64)
-        np.cumsum(np.fromiter(map(len, enc), dtype=np.int64, count=len(enc)), out=off[1:])
-        self.blobs.append(b"".join(enc))
+        self.blobs.append(blob)
         self.offsets.append(off)
 
     def __len__(self) -> int:
@@ -183,45 +208,80 @@ class StreamResult:
 
 # --------------------------------------------------------------------------- the passes
 
+def _chunk_work(rows: JsonlRows, fields: Sequence[str], cfg: mh.MinHashConfig, engine: str,
+                items: list[tuple[int, int, bytes]]):
+    """One chunk of raw lines -> (texts, ids, judge scores, band keys, signatures or None); a
+    bad row -> ("error", the message). Runs in a worker process (local engine)."""
+    from datakit.curate.dedup import _judge_score, row_text
+
+    try:
+        rows = [parse_row(line, rows.fields, rows.files[k], i) for k, i, line in items]
+    except UserError as e:
+        return ("error", str(e))
+    texts = [row_text(x, fields) for x in rows]
+    scores = np.array([np.nan if s is None else s for s in map(_judge_score, rows)], dtype=np.float64)
+    ids = encode([str(x["id"]) for x in rows])
+    del rows
+    sig = _signatures(texts, cfg, engine)
+    b, r = cfg.band_rows()
+    keys = mh.band_keys(sig, b, r)
+    return encode(texts), ids, scores, keys, (None if cfg.verify else sig)
+
+
+def workers() -> int:
+    """Processes for the first pass: the CPUs this process may use, at most 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
+def _results(rows: JsonlRows, cfg: mh.MinHashConfig, fields: Sequence[str], engine: str):
+    """:func:`_chunk_work` of every chunk, in order: on a pool of forked workers (at most one
+    chunk waiting per worker, so memory stays bounded) or, for Ray or one CPU, here."""
+    import functools
+    import multiprocessing
+
+    work = functools.partial(_chunk_work, rows, tuple(fields), cfg, engine)
+    n_proc = workers() if engine == "local" else 1
+    if n_proc == 1 or len(rows) <= CHUNK:
+        yield from map(work, rows.raw_chunks(CHUNK))
+        return
+    from collections import deque
+
+    # fork: the workers need nothing but the arguments (the CLI's __main__ cannot be re-imported)
+    with multiprocessing.get_context("fork").Pool(n_proc) as pool:
+        pending: deque = deque()
+        for items in rows.raw_chunks(CHUNK):
+            pending.append(pool.apply_async(work, (items,)))
+            if len(pending) > n_proc:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
 def _first_pass(rows: JsonlRows, cfg: mh.MinHashConfig, fields: Sequence[str], tmp: Path,
                 engine: str, progress: Callable[[int], None] | None):
     """Texts, ids and judge scores kept; band keys (and signatures without verification)
     written to ``tmp``."""
-    from datakit.curate.dedup import _judge_score, row_text
-
-    b, r = cfg.band_rows()
+    b, _ = cfg.band_rows()
     texts, ids = TextStore(CHUNK), TextStore(CHUNK)
     scores: list[np.ndarray] = []
     band_files = [open(tmp / f"band{j}.u64", "wb") for j in range(b)]
     sig_file = open(tmp / "sig.u32", "wb") if not cfg.verify else None
     done = 0
-
-    def flush(chunk_rows: list[dict[str, Any]]) -> None:
-        nonlocal done
-        t = [row_text(x, fields) for x in chunk_rows]
-        texts.append_chunk(t)
-        ids.append_chunk([str(x["id"]) for x in chunk_rows])
-        sc = [_judge_score(x) for x in chunk_rows]
-        scores.append(np.array([np.nan if s is None else s for s in sc], dtype=np.float64))
-        sig = _signatures(t, cfg, engine)
-        keys = mh.band_keys(sig, b, r)
-        for j, fh in enumerate(band_files):
-            np.ascontiguousarray(keys[:, j]).tofile(fh)
-        if sig_file is not None:
-            sig.tofile(sig_file)
-        done += len(t)
-        if progress is not None:
-            progress(done)
-
-    chunk: list[dict[str, Any]] = []
     try:
-        for row in rows:
-            chunk.append(row)
-            if len(chunk) == CHUNK:
-                flush(chunk)
-                chunk = []
-        if chunk:
-            flush(chunk)
+        for res in _results(rows, cfg, fields, engine):
+            if res[0] == "error":
+                raise UserError(res[1])
+            t, i, sc, keys, sig = res
+            texts.append_encoded(*t)
+            ids.append_encoded(*i)
+            scores.append(sc)
+            for j, fh in enumerate(band_files):
+                np.ascontiguousarray(keys[:, j]).tofile(fh)
+            if sig_file is not None:
+                sig.tofile(sig_file)
+            done += len(sc)
+            if progress is not None:
+                progress(done)
     finally:
         for fh in band_files:
             fh.close()
