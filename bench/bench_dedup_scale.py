@@ -6,7 +6,8 @@ Each N: the bench's synthetic corpus (``_synth.Synth(3).corpus(N, dup_rate=0.1)`
 duplicates with 0-3 word edits) is written to /tmp/datakit-bench/dedup_N.jsonl, then
 ``python -m datakit dedup FILE -o OUT`` runs as its own process (streamed path: the inputs are
 above ``DATAKIT_STREAM_BYTES``, which the bench sets to 0). RSS is sampled every 0.5 s from
-/proc; the peak is the kernel's ``ru_maxrss`` for the child. The load average (``uptime``)
+/proc, summed over the process tree (the first pass runs on worker processes); CPU seconds
+are the children's user + system time. The load average (``uptime``)
 is printed beside each row: the machine is shared.
 
 Quality, read from the output files (a kept row is its own cluster's representative, a removed
@@ -68,19 +69,29 @@ def make_corpus(n: int) -> tuple[Path, Path]:
 
 
 def rss_mb(pid: int) -> float:
+    """RSS of ``pid`` and all its descendants (the first pass runs on worker processes)."""
+    import psutil
+
     try:
-        for line in open(f"/proc/{pid}/status"):
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.Error:
+        return 0.0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
 
 
-def run_dedup(path: Path, out: Path, stream_bytes: int) -> tuple[float, float, list[tuple[float, float]]]:
-    """Wall seconds, peak RSS (MiB) and the sampled (seconds, MiB) curve of one CLI run."""
+def run_dedup(path: Path, out: Path, stream_bytes: int) -> tuple[float, float, float, list[tuple[float, float]]]:
+    """Wall seconds, CPU seconds, peak RSS (MiB: the largest sampled sum over the process
+    tree, at least the kernel's peak of the largest process) and the (seconds, MiB) curve."""
     env = {**os.environ, "DATAKIT_STREAM_BYTES": str(stream_bytes)}
     cmd = [sys.executable, "-m", "datakit", "dedup", str(path), "-o", str(out)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     curve = []
@@ -91,8 +102,11 @@ def run_dedup(path: Path, out: Path, stream_bytes: int) -> tuple[float, float, l
     err = proc.stderr.read().decode()
     if proc.returncode != 0:
         raise SystemExit(f"dedup failed ({proc.returncode}): {err[-2000:]}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # the largest child so far
-    return wall, peak, curve
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    peak = max([after.ru_maxrss / 1024 if after.ru_maxrss > before.ru_maxrss else 0.0]
+               + [c[1] for c in curve])
+    return wall, cpu, peak, curve
 
 
 def quality(path: Path, out: Path, planted: Path) -> tuple[int, int, float, float]:
@@ -119,27 +133,28 @@ def main() -> None:
         path, planted = make_corpus(n)
         out = DATA / f"dedup_{n}.out.jsonl"
         load = os.getloadavg()
-        wall, peak, curve = run_dedup(path, out, 0)
+        wall, cpu, peak, curve = run_dedup(path, out, 0)
+        load_end = os.getloadavg()
         removed, n_pairs, recall, below = quality(path, out, planted)
         same = ""
         if n == 1_000_000:
             mem_out = DATA / f"dedup_{n}.mem.jsonl"
-            mwall, mpeak, _ = run_dedup(path, mem_out, 1 << 62)
+            mwall, mcpu, mpeak, _ = run_dedup(path, mem_out, 1 << 62)
             same = all(Path(str(a)).read_bytes() == Path(str(b)).read_bytes() for a, b in
                        ((out, mem_out), (f"{out}.removed.jsonl", f"{mem_out}.removed.jsonl")))
-            print(f"in memory at {n:,}: {mwall:.1f} s, peak RSS {mpeak:,.0f} MiB; "
+            print(f"in memory at {n:,}: {mwall:.1f} s ({mcpu:.0f} CPU s), peak RSS {mpeak:,.0f} MiB; "
                   f"streamed output identical: {same}")
-        results.append((n, wall, peak, removed, n_pairs, recall, below, load, curve))
-        print(f"N={n:,}: {wall:.1f} s, peak RSS {peak:,.0f} MiB, removed {removed:,}, planted pairs "
+        results.append((n, wall, cpu, peak, removed, n_pairs, recall, below, load, load_end, curve))
+        print(f"N={n:,}: {wall:.1f} s ({cpu:.0f} CPU s), peak RSS {peak:,.0f} MiB, removed {removed:,}, planted pairs "
               f"{n_pairs:,}, recall {recall:.4f}, removed below {THRESHOLD}: {below:.4f}, "
-              f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
+              f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} -> {load_end[0]:.2f}", flush=True)
         out.unlink(missing_ok=True)
-    print(f"\n| docs | wall s | peak RSS MiB | removed | recall (planted pairs >= {THRESHOLD}) "
-          f"| removed below {THRESHOLD} to its representative | load avg 1/5/15 min at start |"
-          "\n|---:|---:|---:|---:|---:|---:|---|")
-    for n, wall, peak, removed, n_pairs, recall, below, load, _ in results:
-        print(f"| {n:,} | {wall:.0f} | {peak:,.0f} | {removed:,} | {recall:.4f} ({n_pairs:,} pairs) "
-              f"| {below:.4f} | {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} |")
+    print(f"\n| docs | wall s | CPU s | peak RSS MiB | removed | recall (planted pairs >= {THRESHOLD}) "
+          f"| removed below {THRESHOLD} to its representative | load avg (1 min) at start / end |"
+          "\n|---:|---:|---:|---:|---:|---:|---:|---|")
+    for n, wall, cpu, peak, removed, n_pairs, recall, below, load, load_end, _ in results:
+        print(f"| {n:,} | {wall:.0f} | {cpu:.0f} | {peak:,.0f} | {removed:,} | {recall:.4f} ({n_pairs:,} pairs) "
+              f"| {below:.4f} | {load[0]:.2f} / {load_end[0]:.2f} |")
     plot(results)
 
 
@@ -150,7 +165,7 @@ def plot(results) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for n, wall, peak, *_, curve in results:
+    for n, wall, _, peak, *_, curve in results:
         t = [c[0] for c in curve]
         ax.plot(t, [c[1] / 1024 for c in curve], label=f"{n / 1e6:g}M docs ({wall:.0f} s)")
     ax.axhline(4, color="red", linestyle="--", linewidth=1, label="4 GiB goal")
