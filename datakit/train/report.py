@@ -43,10 +43,26 @@ def prompt_of(row: Any) -> tuple[list[dict], str]:
     return msgs[:last], msgs[last]["content"]
 
 
-def generate_answers(tok, model, device, conversations: list[list[dict]], max_new: int) -> list[str]:
+def _tick(on_step):
+    """A stopping criterion that never stops: it reports each generated token to ``on_step``."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class Tick(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            on_step()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return Tick()
+
+
+def generate_answers(tok, model, device, conversations: list[list[dict]], max_new: int,
+                     adapter_names: list[str] | None = None, on_step=None) -> list[str]:
     """Greedy answers to several conversations in one left-padded batch (a CPU spends about as
     long on a batch of 8 as on one answer). The batch runs on PyTorch's SDPA attention, which
-    honours the padding mask; the model's own attention is put back afterwards."""
+    honours the padding mask; the model's own attention is put back afterwards. ``adapter_names``
+    (peft's mixed batches): per conversation, the adapter to answer with, ``"__base__"`` for none.
+    ``on_step()`` is called after each generated token (for a progress bar)."""
     import torch
 
     if not conversations:
@@ -59,8 +75,11 @@ def generate_answers(tok, model, device, conversations: list[list[dict]], max_ne
         tok.padding_side = "left"
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         with torch.no_grad():
+            extra = {"adapter_names": adapter_names} if adapter_names else {}
+            if on_step is not None:
+                extra["stopping_criteria"] = [_tick(on_step)]
             out = model.generate(**enc, max_new_tokens=max_new, do_sample=False, use_cache=True,
-                                 pad_token_id=tok.pad_token_id)
+                                 pad_token_id=tok.pad_token_id, **extra)
     finally:
         tok.padding_side = side
         base.set_attn_implementation(attn)

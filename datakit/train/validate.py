@@ -206,21 +206,28 @@ def eval_losses(model, tok, rows: list, tcfg, device) -> dict[str, float | None]
 
 def answer_both(model, tok, device, prompts: list[list[dict]], max_new: int, emit: Event,
                 batch: int = 8) -> list[tuple[str, str]]:
-    """(base answer, tuned answer) for each prompt; greedy, so a rerun gives the same texts."""
+    """(base answer, tuned answer) for each prompt; greedy, so a rerun gives the same texts.
+    Base and tuned answer in the same batch (peft's mixed-adapter batches: half the steps); the
+    progress counts generated tokens, so the bar moves on a CPU too."""
     from datakit.train.report import generate_answers
 
-    base: list[str] = []
-    tuned: list[str] = []
-    total = 2 * len(prompts)
-    emit("progress", {"what": "answering", "done": 0, "total": total})
-    for s in range(0, len(prompts), batch):
+    out: list[tuple[str, str]] = []
+    names = ["__base__", model.active_adapter]
+    total = -(-len(prompts) // batch) * max_new
+    done = [0]
+
+    def step() -> None:
+        done[0] += 1
+        emit("progress", {"what": "answering (tokens)", "done": done[0], "total": total})
+
+    for k, s in enumerate(range(0, len(prompts), batch)):
         chunk = prompts[s: s + batch]
-        with model.disable_adapter():
-            base += generate_answers(tok, model, device, chunk, max_new)
-        emit("progress", {"what": "answering", "done": len(base) + len(tuned), "total": total})
-        tuned += generate_answers(tok, model, device, chunk, max_new)
-        emit("progress", {"what": "answering", "done": len(base) + len(tuned), "total": total})
-    return list(zip(base, tuned))
+        done[0] = k * max_new
+        texts = generate_answers(tok, model, device, chunk + chunk, max_new,
+                                 adapter_names=[n for n in names for _ in chunk], on_step=step)
+        out += list(zip(texts[:len(chunk)], texts[len(chunk):]))
+        emit("progress", {"what": "answering (tokens)", "done": (k + 1) * max_new, "total": total})
+    return out
 
 
 def _free_memory() -> None:
