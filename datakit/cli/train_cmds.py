@@ -38,6 +38,8 @@ from datakit.errors import UserError
 @click.option("--merge", is_flag=True, default=None, help="Also write merged full weights to OUT/merged.")
 @click.option("--samples", type=int, default=None, help="Held-out prompts answered before/after [4].")
 @click.option("--sample-tokens", type=int, default=None, help="New tokens per sample answer [96].")
+@click.option("--shard", is_flag=True, default=None,
+              help="Split the model, LoRA and optimiser state across the processes (FSDP) instead of copying it.")
 @click.option("--resume/--no-resume", default=None, help="Resume from OUT/checkpoint-last if present [resume].")
 @click.option("--validate/--no-validate", "do_validate", default=True,
               help="At the end, judge base vs tuned on held-out prompts (validation.json) [validate].")
@@ -67,6 +69,11 @@ def train_cmd(config_file, do_validate, val_prompts, val_tokens, judge_teacher, 
         from datakit.cli.common import console
 
         console.print("[yellow]notice:[/] no held-out split (--eval-fraction 0, no --eval-data): no validation")
+        judge = None
+    if judge is not None and cfg0.shard:  # rank 0 alone cannot generate with a sharded model
+        from datakit.cli.common import console
+
+        console.print(f"[yellow]notice:[/] --shard: no validation in the run; afterwards: datakit validate {cfg0.out}")
         judge = None
     opts, cpu_line = apply_cpu_defaults(config_file, opts, validating=judge is not None)
     cfg = make_config(config_file, **opts)

@@ -59,6 +59,7 @@ class TrainConfig:
     sample_tokens: int = 96
     resume: bool = True
     log_every: int = 1
+    shard: bool = False  # FSDP across the processes (datakit.train.shard) instead of data parallel
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -99,8 +99,11 @@ def load_tokenizer(spec: ModelSpec):
     return tok, had
 
 
-def load_model(spec: ModelSpec, *, load_4bit: bool, device, dtype, attn: str | None = None):
-    """The base causal LM, frozen, on ``device``; 4-bit NF4 when ``load_4bit`` (CUDA only)."""
+def load_model(spec: ModelSpec, *, load_4bit: bool, device, dtype, attn: str | None = None,
+               quant_storage=None):
+    """The base causal LM, frozen, on ``device``; 4-bit NF4 when ``load_4bit`` (CUDA only).
+    ``quant_storage``: the dtype the packed 4-bit weights are stored in (uint8; the compute dtype
+    for ``--shard``, so that FSDP can shard them like the model's other tensors)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -111,13 +114,17 @@ def load_model(spec: ModelSpec, *, load_4bit: bool, device, dtype, attn: str | N
     if spec.gguf_file:
         kwargs["gguf_file"] = spec.gguf_file
     if load_4bit and _saved_quantized(spec):
+        if quant_storage is not None:
+            raise UserError("--shard needs the full-precision checkpoint: this one is saved in 4-bit, with "
+                            "its weights packed as uint8, which FSDP cannot shard beside bf16 tensors",
+                            path=spec.label)
         kwargs["device_map"] = {"": device}  # a 4-bit checkpoint: its own quantization_config applies
     elif load_4bit:
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=torch.uint8)
+            bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=quant_storage or torch.uint8)
         kwargs["device_map"] = {"": device}
     try:
         model = AutoModelForCausalLM.from_pretrained(spec.source, **kwargs)

@@ -11,7 +11,8 @@ and the LoRA gradients are summed with one all-reduce per optimiser step (data p
 last step or a small eval set can leave a rank without a micro-batch: it still joins every
 collective with the same shapes (a zero gradient, zero counters), and losses are normalised by
 the step's labelled tokens over all ranks. A checkpoint records the number of processes; resuming
-it with another number is refused. Only rank 0 writes files.
+it with another number is refused. Only rank 0 writes files. With ``--shard`` the model is
+split across the processes instead of copied (:mod:`datakit.train.shard`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,13 @@ def batch_tensors(batch: D.Batch, device) -> dict[str, Any]:
 
 
 def forward_nll(model, t: dict[str, Any]):
-    """Per-target negative log-likelihoods (float32) of one flat batch."""
+    """Per-target negative log-likelihoods (float32) of one flat batch (through the FSDP root
+    when the model is sharded, so that its hooks gather the weights)."""
+    root = getattr(model, "datakit_shard_root", None)
+    return root(t) if root is not None else model_nll(model, t)
+
+
+def model_nll(model, t: dict[str, Any]):
     from datakit.train.losses import token_nll
     from datakit.train.model import decoder_and_head
 
@@ -91,7 +98,7 @@ def _fingerprint(cfg: TrainConfig, data_sha: str, world: int = 1) -> str:
     a step). A single process adds nothing, so single-process checkpoints keep their old key."""
     keep = {k: v for k, v in cfg.to_dict().items()
             if k not in ("out", "resume", "eval_every", "save_every", "log_every", "samples",
-                         "sample_tokens", "merge", "max_steps", "extra", "batch_tokens")}
+                         "sample_tokens", "merge", "max_steps", "extra", "batch_tokens", "shard")}
     keep["data_sha"] = data_sha
     if (cfg.method == "dpo" or not cfg.pack) and cfg.micro_budget():
         # micro-batches sized in tokens; packed SFT and counted micro-batches (batch_tokens 0)
@@ -99,6 +106,8 @@ def _fingerprint(cfg: TrainConfig, data_sha: str, world: int = 1) -> str:
         keep["micro_budget"] = cfg.micro_budget()
     if world != 1:
         keep["world_size"] = world
+    if cfg.shard:  # its optimiser is AdamW whatever "auto" would pick
+        keep["shard"] = True
     return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -138,7 +147,7 @@ def make_optimizer(params, cfg: TrainConfig, device, notice: Callable[[str], Non
 
     kind = cfg.optimizer
     if kind == "auto":
-        kind = "paged_adamw_8bit" if device.type == "cuda" else "adamw"
+        kind = "paged_adamw_8bit" if device.type == "cuda" and not cfg.shard else "adamw"
     if kind == "paged_adamw_8bit":
         if device.type != "cuda":
             notice("paged 8-bit AdamW needs a CUDA GPU: using AdamW")
@@ -169,6 +178,9 @@ class Run:
         self.rank = int(os.environ.get("RANK", "0"))
         self.emit = (on_event or _noop) if self.rank == 0 else _noop
         self.notices: list[str] = []
+        from datakit.train import shard as S
+
+        S.check(self.cfg, self.world)
 
     def notice(self, msg: str) -> None:
         self.notices.append(msg)
@@ -241,15 +253,24 @@ class Run:
             self.notice("no CUDA GPU: 4-bit loading needs one here, so this run is plain LoRA in float32")
             load_4bit = False
         self.load_4bit = load_4bit
+        if cfg.shard and cfg.samples:
+            self.notice("--shard: no before/after samples (rank 0 alone cannot run a sharded model); "
+                        "`datakit validate OUT` answers held-out prompts with the saved adapter")
+            cfg.samples = 0
         self.emit("phase", {"name": f"loading {self.spec.label}"})
         t0 = time.time()
-        model = M.load_model(self.spec, load_4bit=load_4bit, device=self.device, dtype=self.dtype)
+        model = M.load_model(self.spec, load_4bit=load_4bit, device=self.device, dtype=self.dtype,
+                             quant_storage=self.dtype if cfg.shard else None)
         self.load_s = round(time.time() - t0, 1)
         self.model = M.add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                                 target_modules=cfg.target_modules,
                                 gradient_checkpointing=cfg.gradient_checkpointing, lora_dtype=lora_dtype,
                                 reentrant=True)
         self.trainable, self.total_params = M.count_params(self.model)
+        if cfg.shard:
+            from datakit.train import shard as S
+
+            S.shard_model(self.model, self.device, model_nll)
 
     # ---- losses
 
@@ -297,9 +318,9 @@ class Run:
         totals: dict[str, float] = {}
         loss_fn = self._sft_loss if self.cfg.method == "sft" else self._dpo_loss
         with torch.no_grad():
-            for mb in D.shard(self._micro_batches_eval(), self.world, self.rank):
+            for mb, real in self._share(self._micro_batches_eval()):
                 _, info = loss_fn(mb, self.eval_items, 1.0)
-                for key, v in info.items():
+                for key, v in (info.items() if real else ()):
                     totals[key] = totals.get(key, 0.0) + v
         totals = self._all_sum(totals)
         self.model.train()
@@ -319,6 +340,15 @@ class Run:
         return D.eval_batches(self.eval_items, sizes, batch_size=cfg.batch_size, budget=cfg.micro_budget())
 
     # ---- across ranks
+
+    def _share(self, batches: list) -> list:
+        """This rank's micro-batches, each with ``real`` (False: padding, run with zero weight so
+        that a sharded model's gathers happen as often on every rank)."""
+        if self.cfg.shard:
+            from datakit.train.shard import share
+
+            return share(batches, self.world, self.rank)
+        return [(mb, True) for mb in D.shard(batches, self.world, self.rank)]
 
     def _all_sum(self, d: dict[str, float]) -> dict[str, float]:
         """The method's counters summed over the ranks; a counter a rank lacks counts as 0."""
@@ -346,6 +376,21 @@ class Run:
             p.grad = flat[off: off + n].view_as(p).clone()
             off += n
 
+    def _same_start(self) -> None:
+        """Every rank must resume from the same step, or their collectives would not pair up:
+        all ranks compare (one all-reduce each for the lowest and highest) and stop together."""
+        if self.world == 1:
+            return
+        import torch
+
+        lo = torch.tensor([self.start_step], dtype=torch.int64, device=self.device)
+        hi = lo.clone()
+        torch.distributed.all_reduce(lo, op=torch.distributed.ReduceOp.MIN)
+        torch.distributed.all_reduce(hi, op=torch.distributed.ReduceOp.MAX)
+        if int(lo) != int(hi):
+            raise UserError(f"the processes found different checkpoints (steps {int(lo)} to {int(hi)}): "
+                            "--out must be one folder that every process sees", path=str(self.out))
+
     def _barrier(self) -> None:
         if self.world > 1:
             import torch
@@ -354,13 +399,21 @@ class Run:
 
     # ---- checkpoints
 
-    def _save_adapter(self, folder: Path, extra: dict | None = None) -> Path:
-        """Write the adapter to ``folder``.tmp and return that path (the caller adds to it and
-        swaps it into place)."""
+    def _adapter_state(self) -> dict | None:
+        """Sharded: the adapter gathered whole (every rank calls this; rank 0 gets it)."""
+        if not self.cfg.shard:
+            return None
+        from datakit.train.shard import adapter_state
+
+        return adapter_state(self.model, self.rank)
+
+    def _save_adapter(self, folder: Path, extra: dict | None = None, state: dict | None = None) -> Path:
+        """Write the adapter (``state``: gathered from a sharded model) to ``folder``.tmp and
+        return that path (the caller adds to it and swaps it into place)."""
         tmp = folder.with_name(folder.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        self.model.save_pretrained(str(tmp))
+        self.model.save_pretrained(str(tmp), **({"state_dict": state} if state is not None else {}))
         if extra is not None:
             atomic_write_json(tmp / "state.json", extra)
         return tmp
@@ -368,11 +421,17 @@ class Run:
     def save_checkpoint(self, step: int, best: float | None) -> None:
         import torch
 
+        adapter = self._adapter_state()
+        if self.cfg.shard:
+            from datakit.train.shard import optimizer_state
+
+            opt_state = optimizer_state(self.opt, self.rank)
         if self.rank != 0:
             return
+        opt_state = opt_state if self.cfg.shard else self.opt.state_dict()
         folder = self.out / "checkpoint-last"
-        tmp = self._save_adapter(folder)
-        torch.save({"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+        tmp = self._save_adapter(folder, state=adapter)
+        torch.save({"optimizer": opt_state, "scheduler": self.sched.state_dict(),
                     "rng": {"python": random.getstate(), "torch": torch.get_rng_state()}},
                    tmp / "trainer_state.pt")
         atomic_write_json(tmp / "state.json", {"step": step, "best_eval_loss": best,
@@ -403,10 +462,18 @@ class Run:
         from safetensors.torch import load_file
 
         folder = self.out / "checkpoint-last"
-        set_peft_model_state_dict(self.model, load_file(str(folder / "adapter_model.safetensors")))
-        self.master.reload()
+        saved = load_file(str(folder / "adapter_model.safetensors"))
         ts = torch.load(folder / "trainer_state.pt", map_location="cpu", weights_only=False)
-        self.opt.load_state_dict(ts["optimizer"])
+        if self.cfg.shard:
+            from datakit.train import shard as S
+
+            S.load_adapter(self.model, saved)
+            self.master.reload()
+            S.load_optimizer(self.opt, self.master.params, ts["optimizer"])
+        else:
+            set_peft_model_state_dict(self.model, saved)
+            self.master.reload()
+            self.opt.load_state_dict(ts["optimizer"])
         self.sched.load_state_dict(ts["scheduler"])
         random.setstate(ts["rng"]["python"])
         torch.set_rng_state(ts["rng"]["torch"])
@@ -487,6 +554,7 @@ class Run:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
         self.start_step, self.best = self.try_resume()
+        self._same_start()
         if self.start_step == 0 and self.rank == 0 and (self.out / "metrics.jsonl").exists():
             (self.out / "metrics.jsonl").unlink()
         self.emit("start", {"total_steps": self.total_steps, "start_step": self.start_step,
@@ -537,17 +605,21 @@ class Run:
             denom = max(1, sum(len(mb) for mb in mbs))
         loss_fn = self._sft_loss if cfg.method == "sft" else self._dpo_loss
         agg: dict[str, float] = {}
-        for mb in D.shard(mbs, self.world, self.rank):
+        for mb, real in self._share(mbs):
             loss, info = loss_fn(mb, self.train_ex, denom)
-            loss.backward()
-            for key, v in info.items():
+            (loss if real else loss * 0.0).backward()
+            for key, v in (info.items() if real else ()):
                 agg[key] = agg.get(key, 0.0) + v
         params = self.master.params
         self.master.pull_grads()
-        if self.world > 1:
+        if self.world > 1 and not cfg.shard:  # sharded: FSDP has summed them already
             self._all_reduce_grads(params)
         agg = self._all_sum(agg)
         gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        if cfg.shard:
+            from datakit.train.shard import scalar
+
+            gnorm = scalar(gnorm)
         lr = self.sched.get_last_lr()[0]
         self.opt.step()
         self.master.push()
@@ -589,19 +661,21 @@ class Run:
         self.emit("eval", {"step": done, **ev})
         if self.best is None or ev["eval_loss"] < self.best:
             self.best = ev["eval_loss"]
+            state = self._adapter_state()
             if self.rank == 0:
-                tmp = self._save_adapter(self.out / "best", {"step": done, "eval_loss": self.best})
+                tmp = self._save_adapter(self.out / "best", {"step": done, "eval_loss": self.best}, state)
                 _replace_dir(tmp, self.out / "best")
 
     def _save(self) -> None:
         """Rank 0: the final adapter with its tokenizer, the loss plot and the samples."""
         self.samples_written = 0
+        state = self._adapter_state()
         if self.rank != 0:
             return
         from datakit.train.report import plot_losses, write_samples
 
         self.emit("phase", {"name": "saving adapter, plot and samples"})
-        tmp = self._save_adapter(self.out / "adapter")
+        tmp = self._save_adapter(self.out / "adapter", state=state)
         self.tok.save_pretrained(str(tmp))
         _replace_dir(tmp, self.out / "adapter")
         rows = list(_read_metrics(self.out / "metrics.jsonl"))
