@@ -77,3 +77,17 @@ def test_respond_and_judge_take_the_lock(tmp_path):
     finally:
         p.send_signal(signal.SIGKILL)
         p.wait()
+
+
+def test_train_into_a_folder_in_use_is_refused(tmp_path):
+    out = tmp_path / "train-out"
+    data = tmp_path / "sft.jsonl"
+    data.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n' * 8)
+    p = _hold(out)
+    try:
+        proc = run_cli("train", "--data", str(data), "--model", "bundled", "--out", str(out), "--max-steps", "1",
+                       "--no-validate", timeout=120)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    assert_user_error(proc, "is in use by datakit generate", str(out))

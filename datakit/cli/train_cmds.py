@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import click
 
 from datakit.errors import UserError
@@ -21,7 +24,11 @@ from datakit.errors import UserError
 @click.option("--epochs", type=float, default=None, help="Passes over the data [1].")
 @click.option("--lr", type=float, default=None, help="Peak learning rate, cosine with warm-up [2e-4].")
 @click.option("--warmup-ratio", type=float, default=None, help="Share of steps spent warming up [0.03].")
-@click.option("--batch-size", type=int, default=None, help="Micro-batch: packed rows (or examples) [1].")
+@click.option("--batch-size", type=int, default=None,
+              help="Micro-batch: packed rows, or batch-size x max-len tokens of pairs/examples [1].")
+@click.option("--batch-tokens", type=int, default=None,
+              help="DPO pairs / unpacked examples: tokens per micro-batch [batch-size x max-len; 0: count "
+                   "--batch-size items].")
 @click.option("--grad-accum", type=int, default=None, help="Micro-batches per optimizer step [4].")
 @click.option("--max-len", type=int, default=None, help="Tokens per row; longer examples are truncated [2048].")
 @click.option("--pack/--no-pack", default=None, help="Pack several examples per row [pack].")
@@ -56,7 +63,8 @@ def train_cmd(config_file, do_validate, val_prompts, val_tokens, judge_teacher, 
               judge_model, judge_api_key_env, **opts):
     """Fine-tune a model on an export with LoRA/QLoRA (SFT or DPO), then judge tuned vs base."""
     from datakit.train.config import make_config
-    from datakit.train.cpu_defaults import apply_cpu_defaults, calm_threads
+    from datakit.runs import RunLock
+    from datakit.train.cpu_defaults import apply_cpu_defaults, calm_threads, quiet_libraries
     from datakit.train.validate import ValidateOptions
 
     cfg0 = make_config(config_file, **opts)  # bad settings fail here, before anything heavy loads
@@ -77,10 +85,12 @@ def train_cmd(config_file, do_validate, val_prompts, val_tokens, judge_teacher, 
         judge = None
     opts, cpu_line = apply_cpu_defaults(config_file, opts, validating=judge is not None)
     cfg = make_config(config_file, **opts)
-    run = _run_with_progress(cfg, cpu_line)
-    summary, validation, error = run.summary, None, None
-    if summary and judge is not None:
-        validation, error = _validate_after_training(cfg.out, judge, vopts, (run.tok, run.model, run.device))
+    lock = RunLock(cfg.out, "datakit train") if os.environ.get("RANK", "0") == "0" else None
+    with lock or contextlib.nullcontext():  # one writer per --out (rank 0 writes for all ranks)
+        run = _run_with_progress(cfg, cpu_line)
+        summary, validation, error = run.summary, None, None
+        if summary and judge is not None:
+            validation, error = _validate_after_training(cfg.out, judge, vopts, (run.tok, run.model, run.device))
     _print_summary(summary, validation)
     if error is not None:
         raise error
@@ -110,27 +120,6 @@ def _validate_after_training(out, judge, vopts, loaded):
         return run_validation(out, judge, vopts, loaded=loaded), None
     except UserError as e:
         return None, UserError(f"validation: {e} (training is done; rerun it with `datakit validate {out}`)")
-
-
-def quiet_libraries() -> None:
-    """datakit shows its own progress and notices: keep the libraries' deprecation warnings and
-    loading bars (GGUF de-quantisation, weight loading) out of the terminal."""
-    import logging
-    import os
-    import warnings
-
-    # bitsandbytes (imported by peft) logs a warning at import on CPUs with AVX512-BF16 when the
-    # optional `kernels` package is missing ("Failed to load CPU gemm_4bit_forward ..."): the
-    # trainer never uses its CPU 4-bit path, so only its errors may reach the terminal
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader uses a bare tqdm
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", message=".*Could not find a config file.*")
-    warnings.filterwarnings("ignore", message=".*None of the inputs have requires_grad.*")
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
 
 
 def _run_with_progress(cfg, first_notice=None):

@@ -79,7 +79,7 @@ def print_validation(v: dict[str, Any], train_dir: str) -> None:
 def validate_cmd(train_dir: str, judge_teacher: str | None, val_prompts: int | None, val_tokens: int | None,
                  **topts: Any) -> None:
     """Judge the tuned model of TRAIN_DIR against its base on held-out prompts (both orders)."""
-    from datakit.cli.train_cmds import quiet_libraries
+    from datakit.train.cpu_defaults import quiet_libraries
     from datakit.train.cpu_defaults import calm_threads
     from datakit.train.pair_judge import judge_name
     from datakit.train.validate import ValidateOptions

@@ -72,3 +72,24 @@ def _flag(name: str, value: Any) -> str:
     if isinstance(value, bool):
         return f"--{name}" if value else f"--no-{name}"
     return f"--{name} {value}"
+
+
+def quiet_libraries() -> None:
+    """datakit shows its own progress and notices: keep the libraries' deprecation warnings and
+    loading bars (GGUF de-quantisation, weight loading) out of the terminal."""
+    import logging
+    import os
+    import warnings
+
+    # bitsandbytes (imported by peft) logs a warning at import on CPUs with AVX512-BF16 when the
+    # optional `kernels` package is missing ("Failed to load CPU gemm_4bit_forward ..."): the
+    # trainer never uses its CPU 4-bit path, so only its errors may reach the terminal
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' GGUF loader uses a bare tqdm
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*Could not find a config file.*")
+    warnings.filterwarnings("ignore", message=".*None of the inputs have requires_grad.*")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
