@@ -114,11 +114,13 @@ class RunLock:
     def __init__(self, run_dir: str | Path, command: str):
         self.run_dir, self.command = Path(run_dir), command
         self._fd: int | None = None
+        self._made_dir = False
 
     def acquire(self) -> "RunLock":
         import fcntl
         import os
 
+        self._made_dir = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.run_dir / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -138,6 +140,13 @@ class RunLock:
         import os
 
         if self._fd is not None:
+            if self._made_dir and [p.name for p in self.run_dir.iterdir()] == [LOCK]:
+                # the command failed before writing anything: leave no folder behind
+                try:
+                    (self.run_dir / LOCK).unlink()
+                    self.run_dir.rmdir()
+                except OSError:
+                    pass
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
