@@ -153,3 +153,18 @@ def test_exact_verification_is_precise_and_recalls_planted_pairs():
     planted = {(min(i, k), max(i, k)) for i, k in enumerate(src) if k >= 0}
     true_pairs = {p for p in planted if exact(*p) >= 0.7}
     assert len(true_pairs & found) / len(true_pairs) >= 0.98
+
+
+def test_shingle_hashes_do_not_depend_on_batching_and_tables_stay_small(monkeypatch):
+    texts = [f"alpha{i % 97} beta{i % 13} gamma{i} delta epsilon zeta eta theta iota kappa lambda "
+             f"omicron sigma upsilon omega" for i in range(100_000)]
+    mh._POW_CACHE.clear()
+    cfg = mh.MinHashConfig()
+    h, c = mh.shingle_hashes(texts, cfg)  # ~10M characters in all
+    # the power tables kept for the unit hashes stay bounded (old main: one table per batch
+    # as long as all its characters, kept up to 2**26 entries, 512 MiB each; at 10M documents
+    # the dedup's last verification step went over 4 GiB because of them)
+    assert max(len(t) for t in mh._POW_CACHE.values()) <= 1 << 23
+    monkeypatch.setattr(mh, "SHINGLE_BATCH", 7)
+    h2, c2 = mh.shingle_hashes(texts[:50], cfg)
+    assert np.array_equal(c2, c[:50]) and np.array_equal(h2, h[:c2.sum()])

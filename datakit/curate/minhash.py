@@ -160,7 +160,7 @@ def _powers(base: int, n: int) -> np.ndarray:
         with np.errstate(over="ignore"):
             table = np.cumprod(table, dtype=np.uint64)
         table.flags.writeable = False
-        if size <= 1 << 26:
+        if size <= 1 << 23:
             _POW_CACHE[base] = table
     return table[:n]
 
@@ -290,10 +290,19 @@ def _ngrams(units: np.ndarray, lengths: np.ndarray, n: int) -> tuple[np.ndarray,
     return h, counts
 
 
+SHINGLE_BATCH = 1 << 16
+
+
 def shingle_hashes(texts: Sequence[str], config: MinHashConfig) -> tuple[np.ndarray, np.ndarray]:
-    """64-bit hashes of every document's shingles, laid end to end, and the count per document."""
+    """64-bit hashes of every document's shingles, laid end to end, and the count per document.
+    Documents are hashed :data:`SHINGLE_BATCH` at a time (the power tables of the unit hashes
+    grow with a batch's characters; hashes do not depend on the batching)."""
     if not len(texts):
         return np.zeros(0, dtype=np.uint64), np.zeros(0, dtype=np.int64)
+    if len(texts) > SHINGLE_BATCH:
+        parts = [shingle_hashes(texts[s:s + SHINGLE_BATCH], config)
+                 for s in range(0, len(texts), SHINGLE_BATCH)]
+        return np.concatenate([h for h, _ in parts]), np.concatenate([c for _, c in parts])
     units, lengths = _char_units(texts) if config.shingle == "char" else _word_tokens(texts)
     return _ngrams(units, lengths, config.n)
 
