@@ -1,13 +1,14 @@
-"""`datakit dedup` at 1M, 3M and 10M short documents: wall time and peak RSS of the CLI process.
+"""`datakit dedup` at 1M, 3M and 10M short documents: wall time, CPU time and peak memory.
 
     python bench/bench_dedup_scale.py [N ...]        (default: 1000000 3000000 10000000)
 
 Each N: the bench's synthetic corpus (``_synth.Synth(3).corpus(N, dup_rate=0.1)``, planted near
 duplicates with 0-3 word edits) is written to /tmp/datakit-bench/dedup_N.jsonl, then
 ``python -m datakit dedup FILE -o OUT`` runs as its own process (streamed path: the inputs are
-above ``DATAKIT_STREAM_BYTES``, which the bench sets to 0). RSS is sampled every 0.5 s from
-/proc, summed over the process tree (the first pass runs on worker processes); CPU seconds
-are the children's user + system time. The load average (``uptime``)
+above ``DATAKIT_STREAM_BYTES``, which the bench sets to 0). Memory is sampled every 0.5 s,
+summed over the process tree (the streamed path runs forked workers that share the texts):
+PSS (shared pages split between processes: the memory really used) and RSS; CPU seconds are
+the children's user + system time. The load average (``uptime``)
 is printed beside each row: the machine is shared.
 
 Quality, read from the output files (a kept row is its own cluster's representative, a removed
@@ -68,27 +69,31 @@ def make_corpus(n: int) -> tuple[Path, Path]:
     return path, planted
 
 
-def rss_mb(pid: int) -> float:
-    """RSS of ``pid`` and all its descendants (the first pass runs on worker processes)."""
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of ``pid`` and all its descendants, summed (MiB). The workers share the
+    texts with the main process (fork, copy on write): RSS counts those pages once per
+    process, PSS splits them between the processes, so the PSS sum is the memory really used."""
     import psutil
 
     try:
         procs = [psutil.Process(pid)]
         procs += procs[0].children(recursive=True)
     except psutil.Error:
-        return 0.0
-    total = 0
+        return 0.0, 0.0
+    rss = pss = 0
     for p in procs:
         try:
-            total += p.memory_info().rss
+            m = p.memory_full_info()
+            rss, pss = rss + m.rss, pss + m.pss
         except psutil.Error:
             pass
-    return total / 2**20
+    return rss / 2**20, pss / 2**20
 
 
-def run_dedup(path: Path, out: Path, stream_bytes: int) -> tuple[float, float, float, list[tuple[float, float]]]:
-    """Wall seconds, CPU seconds, peak RSS (MiB: the largest sampled sum over the process
-    tree, at least the kernel's peak of the largest process) and the (seconds, MiB) curve."""
+def run_dedup(path: Path, out: Path, stream_bytes: int):
+    """Wall seconds, CPU seconds, peak PSS and peak RSS (MiB, summed over the process tree,
+    sampled; the RSS at least the kernel's peak of the largest process) and the curve of
+    (seconds, RSS, PSS)."""
     env = {**os.environ, "DATAKIT_STREAM_BYTES": str(stream_bytes)}
     cmd = [sys.executable, "-m", "datakit", "dedup", str(path), "-o", str(out)]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -96,7 +101,7 @@ def run_dedup(path: Path, out: Path, stream_bytes: int) -> tuple[float, float, f
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     curve = []
     while proc.poll() is None:
-        curve.append((time.perf_counter() - t0, rss_mb(proc.pid)))
+        curve.append((time.perf_counter() - t0, *memory_mb(proc.pid)))
         time.sleep(0.5)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode()
@@ -104,9 +109,9 @@ def run_dedup(path: Path, out: Path, stream_bytes: int) -> tuple[float, float, f
         raise SystemExit(f"dedup failed ({proc.returncode}): {err[-2000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
-    peak = max([after.ru_maxrss / 1024 if after.ru_maxrss > before.ru_maxrss else 0.0]
-               + [c[1] for c in curve])
-    return wall, cpu, peak, curve
+    peak_rss = max([after.ru_maxrss / 1024 if after.ru_maxrss > before.ru_maxrss else 0.0]
+                   + [c[1] for c in curve])
+    return wall, cpu, max(c[2] for c in curve), peak_rss, curve
 
 
 def quality(path: Path, out: Path, planted: Path) -> tuple[int, int, float, float]:
@@ -133,26 +138,26 @@ def main() -> None:
         path, planted = make_corpus(n)
         out = DATA / f"dedup_{n}.out.jsonl"
         load = os.getloadavg()
-        wall, cpu, peak, curve = run_dedup(path, out, 0)
+        wall, cpu, peak, peak_rss, curve = run_dedup(path, out, 0)
         load_end = os.getloadavg()
         removed, n_pairs, recall, below = quality(path, out, planted)
         same = ""
         if n == 1_000_000:
             mem_out = DATA / f"dedup_{n}.mem.jsonl"
-            mwall, mcpu, mpeak, _ = run_dedup(path, mem_out, 1 << 62)
+            mwall, mcpu, mpeak, _, _ = run_dedup(path, mem_out, 1 << 62)
             same = all(Path(str(a)).read_bytes() == Path(str(b)).read_bytes() for a, b in
                        ((out, mem_out), (f"{out}.removed.jsonl", f"{mem_out}.removed.jsonl")))
-            print(f"in memory at {n:,}: {mwall:.1f} s ({mcpu:.0f} CPU s), peak RSS {mpeak:,.0f} MiB; "
+            print(f"in memory at {n:,}: {mwall:.1f} s ({mcpu:.0f} CPU s), peak PSS {mpeak:,.0f} MiB; "
                   f"streamed output identical: {same}")
-        results.append((n, wall, cpu, peak, removed, n_pairs, recall, below, load, load_end, curve))
-        print(f"N={n:,}: {wall:.1f} s ({cpu:.0f} CPU s), peak RSS {peak:,.0f} MiB, removed {removed:,}, planted pairs "
+        results.append((n, wall, cpu, peak, peak_rss, removed, n_pairs, recall, below, load, load_end, curve))
+        print(f"N={n:,}: {wall:.1f} s ({cpu:.0f} CPU s), peak PSS {peak:,.0f} MiB (RSS summed {peak_rss:,.0f}), removed {removed:,}, planted pairs "
               f"{n_pairs:,}, recall {recall:.4f}, removed below {THRESHOLD}: {below:.4f}, "
               f"load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} -> {load_end[0]:.2f}", flush=True)
         out.unlink(missing_ok=True)
-    print(f"\n| docs | wall s | CPU s | peak RSS MiB | removed | recall (planted pairs >= {THRESHOLD}) "
+    print(f"\n| docs | wall s | CPU s | peak memory MiB (PSS, all processes) | removed | recall (planted pairs >= {THRESHOLD}) "
           f"| removed below {THRESHOLD} to its representative | load avg (1 min) at start / end |"
           "\n|---:|---:|---:|---:|---:|---:|---:|---|")
-    for n, wall, cpu, peak, removed, n_pairs, recall, below, load, load_end, _ in results:
+    for n, wall, cpu, peak, _, removed, n_pairs, recall, below, load, load_end, _ in results:
         print(f"| {n:,} | {wall:.0f} | {cpu:.0f} | {peak:,.0f} | {removed:,} | {recall:.4f} ({n_pairs:,} pairs) "
               f"| {below:.4f} | {load[0]:.2f} / {load_end[0]:.2f} |")
     plot(results)
@@ -165,12 +170,12 @@ def plot(results) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    for n, wall, _, peak, *_, curve in results:
+    for n, wall, *_, curve in results:
         t = [c[0] for c in curve]
-        ax.plot(t, [c[1] / 1024 for c in curve], label=f"{n / 1e6:g}M docs ({wall:.0f} s)")
+        ax.plot(t, [c[2] / 1024 for c in curve], label=f"{n / 1e6:g}M docs ({wall:.0f} s)")
     ax.axhline(4, color="red", linestyle="--", linewidth=1, label="4 GiB goal")
     ax.set_xlabel("seconds")
-    ax.set_ylabel("RSS of `datakit dedup` (GiB)")
+    ax.set_ylabel("memory of `datakit dedup` and its workers (PSS, GiB)")
     ax.set_title("datakit dedup, streamed, 2 cores")
     ax.legend()
     dest = ROOT / "bench" / "results" / "dedup_scale.png"

@@ -49,6 +49,7 @@ def test_streamed_equals_in_memory(tmp_path, monkeypatch, chunk, verify):
     monkeypatch.setenv("DATAKIT_STREAM_BYTES", "1")
     monkeypatch.setattr(ds, "CHUNK", chunk)
     monkeypatch.setattr(ds, "PAIR_CHUNK", 1000)  # several pair chunks per band
+    monkeypatch.setattr(ds, "MIN_POOL_PAIRS", 0)  # every band's pairs checked on the workers
     data = load_inputs([f])
     assert isinstance(data.rows, ds.JsonlRows) and len(data.rows) == len(rows)
     res = dedup_rows(data.rows, cfg=cfg)

@@ -5,16 +5,19 @@ needed, never held) for JSONL inputs of at least ``DATAKIT_STREAM_BYTES`` bytes 
 256 MiB) without human reviews. Then :func:`dedup_stream` computes the same clusters and
 removals as the in-memory path, in bounded memory:
 
-1. one pass over the rows in chunks of :data:`CHUNK`: each chunk's text is kept as one UTF-8
+1. one pass over the rows in chunks of :data:`CHUNK` (parsed and signed on worker processes,
+   one per CPU up to 4): each chunk's text is kept as one UTF-8
    blob (its ids too, and the judge scores as floats), its MinHash signatures are computed and
    only their band keys are kept, appended to one file per band on disk (with ``--no-verify``
    the signatures too: the estimate needs them);
 2. band by band: the keys are read back, sorted into buckets, and the bucket pairs (exactly
    :func:`minhash.band_pairs`) whose two documents are not yet in one cluster are verified
    (exact Jaccard, shingling again only the documents named, in chunks of pairs) and merged
-   into the clusters (:func:`minhash.merge_components`). A pair already joined through earlier
-   bands, or sharing the key of an earlier band (it was decided there), is not checked again,
-   which changes no cluster: each candidate pair is verified at most once, as in memory;
+   into the clusters (:func:`minhash.merge_components`); the checks run on forked workers that
+   share the texts (:class:`Verifier`). A pair already joined through earlier bands, or that
+   was a candidate in an earlier band (same key there, and not left out of a big bucket's
+   star), is not checked again, which changes no cluster: each candidate pair is verified at
+   most once, as in memory;
 3. representatives (highest judge score, else earliest) and the similarity of each removed
    member to its representative, with numpy over the cluster labels;
 4. :func:`write_stream` reads the input again line by line and writes kept and removed rows
@@ -22,7 +25,8 @@ removals as the in-memory path, in bounded memory:
 
 Memory: the text blob (~ the input's text bytes), 8 bytes of offsets and 8 of labels per
 document, 1 byte per document and band (bucket roles), one band's keys and sort at a time
-(~40 bytes per document), and the pairs of one band. Disk: 8 bytes per document and band in a temporary folder.
+(~40 bytes per document), and the pairs of one band. Disk: 8 bytes per document and band in
+a temporary folder.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from datakit.errors import UserError
 
 CHUNK = 100_000
 PAIR_CHUNK = 1 << 19
+MIN_POOL_PAIRS = 4096  # fewer pairs are checked here, not on the workers
 _REASONS = ("near_duplicate", "contaminated")
 
 
@@ -308,10 +313,49 @@ def _similarity(texts: TextStore, sig: np.ndarray | None, u: np.ndarray, v: np.n
     return out
 
 
+_SHARED: dict[str, Any] = {}
+
+
+def _verify_shared(u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    return _similarity(*_SHARED["texts_sig"], u, v, _SHARED["cfg"])
+
+
+class Verifier:
+    """Similarity of pairs (:func:`_similarity`), split over forked worker processes that share
+    the texts with this one (copy on write: the blobs are only read) when more than one CPU is
+    available; ``close`` ends them."""
+
+    def __init__(self, texts: TextStore, sig: np.ndarray | None, cfg: mh.MinHashConfig, n_proc: int):
+        import multiprocessing
+
+        self.texts, self.sig, self.cfg, self.n_proc = texts, sig, cfg, n_proc
+        self.pool = None
+        if n_proc > 1:
+            _SHARED.update(texts_sig=(texts, sig), cfg=cfg)
+            self.pool = multiprocessing.get_context("fork").Pool(n_proc)
+
+    def __call__(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        if self.pool is None or len(u) < MIN_POOL_PAIRS:
+            return _similarity(self.texts, self.sig, u, v, self.cfg)
+        pieces = max(self.n_proc, -(-len(u) // PAIR_CHUNK))
+        cuts = np.linspace(0, len(u), pieces + 1).astype(np.int64)
+        parts = self.pool.starmap(_verify_shared, [(u[a:b], v[a:b]) for a, b in zip(cuts[:-1], cuts[1:])])
+        return np.concatenate(parts)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+        _SHARED.clear()
+
+
 def cluster_bands(n: int, band: Callable[[int], np.ndarray], texts: TextStore,
                   sig: np.ndarray | None, cfg: mh.MinHashConfig,
-                  progress: Callable[[int], None] | None = None) -> np.ndarray:
+                  progress: Callable[[int], None] | None = None,
+                  similarity: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     """Cluster labels (as :func:`minhash.components`) from the band keys, one band at a time."""
+    similarity = similarity or (lambda u, v: _similarity(texts, sig, u, v, cfg))
     b, _ = cfg.band_rows()
     label = np.arange(n, dtype=np.int64)
     roles = []  # each band's bucket roles (see band_pairs), 1 byte per document
@@ -326,7 +370,7 @@ def cluster_bands(n: int, band: Callable[[int], np.ndarray], texts: TextStore,
             col = band(earlier)
             seen = (col[u] == col[v]) & (roles[earlier][u] != 3)
             u, v = u[~seen], v[~seen]
-        ok = _similarity(texts, sig, u, v, cfg) >= cfg.threshold
+        ok = similarity(u, v) >= cfg.threshold
         mh.merge_components(label, u[ok], v[ok])
         if progress is not None:
             progress(j + 1)
@@ -370,21 +414,25 @@ def dedup_stream(rows: JsonlRows, *, cfg: mh.MinHashConfig, fields: Sequence[str
         band = lambda j: np.fromfile(tmp / f"band{j}.u64", dtype=np.uint64)  # noqa: E731
         b, _ = cfg.band_rows()
         on_band = (lambda j: progress("bands", n * j // b)) if progress else None
-        label = cluster_bands(n, band, texts, sig, cfg, on_band)
-        contaminated: dict[int, Any] = {}
-        against_counts: dict[str, int] = {}
-        if against is not None:
-            for rem in decontaminate(sig, band, against, cfg, texts):
-                contaminated[rem.index] = rem
-                against_counts[rem.against] = against_counts.get(rem.against, 0) + 1
-            for f in against.files:
-                against_counts.setdefault(str(f), 0)
-        members, rep, n_clusters = representatives(label, scores)
-        del label
-        if contaminated:
-            gone = np.isin(members, np.fromiter(contaminated, dtype=np.int64))
-            members, rep = members[~gone], rep[~gone]
-        sim = _similarity(texts, sig, members, rep, cfg)
+        verifier = Verifier(texts, sig, cfg, workers() if engine == "local" and n > CHUNK else 1)
+        try:
+            label = cluster_bands(n, band, texts, sig, cfg, on_band, verifier)
+            contaminated: dict[int, Any] = {}
+            against_counts: dict[str, int] = {}
+            if against is not None:
+                for rem in decontaminate(sig, band, against, cfg, texts):
+                    contaminated[rem.index] = rem
+                    against_counts[rem.against] = against_counts.get(rem.against, 0) + 1
+                for f in against.files:
+                    against_counts.setdefault(str(f), 0)
+            members, rep, n_clusters = representatives(label, scores)
+            del label
+            if contaminated:
+                gone = np.isin(members, np.fromiter(contaminated, dtype=np.int64))
+                members, rep = members[~gone], rep[~gone]
+            sim = verifier(members, rep)
+        finally:
+            verifier.close()
         del sig
     idx = np.concatenate([members, np.fromiter(contaminated, dtype=np.int64, count=len(contaminated))])
     dup = np.concatenate([rep, np.full(len(contaminated), -1, dtype=np.int64)])
