@@ -87,7 +87,7 @@ def test_judge_numbers(full):
     assert (pw["comparisons"], pw["results"]) == (3, {"agreed": 1, "disagree": 1, "tie": 1})
     assert (pw["agreement"], pw["position_bias_rate"]) == (0.3333, 0.3333)
     jd = j["judged"]
-    assert jd["pairs"] == {"kept": 1, "all_tied": 1, "too_few_candidates": 1}
+    assert jd["pairs"] == {"kept (judge)": 1, "all_tied": 1, "too_few_candidates": 1}
     assert (jd["margin"]["n"], jd["kept_margin"]["n"], jd["min_margin"]) == (2, 1, 1.0)
     assert [(e["record_id"], e["score"]) for e in jd["best"]] == [(R3, 9.0), (R1, 8.0), ("g00001-00-01", 7.0)]
     assert [e["score"] for e in jd["worst"]] == [5.0, 7.0, 7.0]

@@ -85,7 +85,8 @@ def read_judged(path: Path, progress: Progress | None = None) -> dict[str, Any]:
         if not j:
             continue
         p = j.get("pair") if isinstance(j.get("pair"), dict) else {}
-        decisions["kept" if p.get("kept") else str(p.get("reason") or "none")] += 1
+        # kept pairs by what decided them: the judge, a tie-break by design, or a person
+        decisions[f"kept ({p.get('basis') or 'judge'})" if p.get("kept") else str(p.get("reason") or "none")] += 1
         m = _num(p.get("margin"))
         if m is not None:
             margins.append(m)

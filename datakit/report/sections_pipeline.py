@@ -37,8 +37,9 @@ def funnel(rep: dict[str, Any], card: Card) -> dict[str, Any]:
                                                           "From proposed candidates to exported rows", "count", colors),
                           "funnel: count after each step"))
         blocks.append(note("Blue: generate; green: curation; orange: judge and export. Each later count is what that "
-                           "stage reported for its own input: respond and judge read the run's records.jsonl, not the "
-                           "curation output, so a later step can be larger than the one above it."))
+                           "stage reported for its own input: respond, judge and export read the curated records when "
+                           "run with --records, else every accepted record of the run, so a later step can then be "
+                           "larger than the one above it."))
     rows = []
     for s in steps:
         if not s["ran"]:

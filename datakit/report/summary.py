@@ -39,7 +39,7 @@ def pipeline_funnel(rep: dict[str, Any]) -> list[dict[str, Any]]:
         e = exp.get(fmt)
         removed = dict((e or {}).get("dropped") or {})
         if fmt == "dpo" and not removed:
-            removed = {k: v for k, v in pairs.items() if k != "kept"}
+            removed = {k: v for k, v in pairs.items() if not k.startswith("kept")}
         steps.append({"key": f"export_{fmt}", "label": label, "ran": e is not None,
                       "count": None if e is None else e.get("rows"),
                       "eval_rows": None if e is None else e.get("eval_rows"), "removed": removed, "examples": {}})
@@ -94,6 +94,12 @@ def _warnings(rep: dict[str, Any]) -> list[str]:
     pb = (rep["judge"].get("pairwise") or {}).get("position_bias_rate")
     if pb is not None and pb >= 0.5:
         w.append(f"The pairwise judge picked the same position in both orders {pb:.0%} of the time (position bias).")
+    pairs = ((rep["judge"].get("judged") or {}).get("pairs")) or {}
+    kept = sum(v for k, v in pairs.items() if k.startswith("kept"))
+    by_design = sum(v for k, v in pairs.items() if k.startswith("kept (design"))
+    if by_design:
+        w.append(f"{by_design} of {kept} DPO pairs rest on a tie-break by design (--tie-break), not on the judge: "
+                 "the judge could not tell those candidates apart.")
     if gen["uncommitted_rows"]:
         w.append(f"{gen['uncommitted_rows']} rows past the last committed round were left out (an interrupted generate).")
     if not rep["stages_log"]:
