@@ -56,7 +56,10 @@ def test_evolve_eliminates_with_reasons_and_keeps_lineage(source):
     recs, rej = jsonl(out / "records.jsonl"), jsonl(out / "rejected.jsonl")
     src_ids = {r["id"] for r in jsonl(source / "records.jsonl")}
     reasons = Counter(r["reason"] for r in rej)
-    assert {"no_change", "refusal", "leaked_prompt", "empty"} <= set(reasons), reasons
+    assert {"no_change", "refusal", "leaked_prompt"} <= set(reasons), reasons
+    # the scripted empty answers: the teacher client retries an empty completion as a fault, so
+    # after its retries they end as teacher_error (never as an accepted, empty evolution)
+    assert reasons["empty"] + reasons["teacher_error"] >= 1, reasons
     said = [r for r in rej if r["reason"] == "no_change" and r["filters"][-1]["detail"].get("teacher_said")]
     by_rouge = [r for r in rej if r["reason"] == "no_change" and r["filters"][-1]["score"]]
     assert said and by_rouge and all(r["filters"][-1]["score"] > 0.9 for r in by_rouge)

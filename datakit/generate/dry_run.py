@@ -57,7 +57,7 @@ def estimate_generate(cfg: Any, run: RunDir) -> Estimate:
     with planning_pool(cfg, run.path) as pool:
         est = Estimate(pool)
         loop = SelfInstruct(cfg, run, pool)
-        loop.machine = [Record(id=s.id, instruction=s.instruction) for s in loop.seeds]  # stand-ins
+        loop.machine = [(s.id, s.instruction) for s in loop.seeds]  # stand-ins
         task_prompts = [loop.task_request(r, j)[0] for r in range(1, 5) for j in range(g.requests_per_round)]
         inst_prompts = [loop.instance_request(s.instruction, s.is_classification)[0] for s in loop.seeds]
         task_len = sum(approx_tokens(s.instruction) for s in loop.seeds) / len(loop.seeds)
