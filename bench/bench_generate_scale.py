@@ -94,7 +94,9 @@ def run(a) -> dict:
                     chunk = f.read()
                 records += chunk.count(b"\n")
                 seen += len(chunk)
-            curve.append((time.perf_counter() - t0, records, rss_mb(gen.pid)))
+            rss = rss_mb(gen.pid)
+            if rss:  # 0: the process has just exited
+                curve.append((time.perf_counter() - t0, records, rss))
         wall = time.perf_counter() - t0
         err = gen.stderr.read().decode(errors="replace")
         if gen.returncode != 0:
@@ -205,6 +207,7 @@ def main() -> None:
         print(f"| {c[0]:.0f} | {c[1]:,} | {c[2]:.0f} |")
     dest = ROOT / "bench" / "results" / "generate_scale.png"
     plot(curve, wall, bound, dest)
+    dest.with_suffix(".json").write_text(json.dumps({"wall": wall, "bound": bound, "curve": curve}))
     print(f"\nplot: {dest.relative_to(ROOT)}")
     print(rouge_checks(res["run_dir"], a.check))
 
