@@ -144,3 +144,18 @@ def test_pair_in_a_big_bucket_earlier_is_still_checked_later():
     got = ds.cluster_bands(n, lambda j: np.ascontiguousarray(keys[:, j]), store, None, cfg)
     want, *_ = verify_edges(texts, np.zeros((n, 1)), *mh.bucket_pairs(keys), cfg)
     assert np.array_equal(got, want) and (want != np.arange(n)).sum() == (n - 1) // 2
+
+
+def test_cli_streamed_folder_output_matches(tmp_path, monkeypatch):
+    rows = _rows(1200, seed=8)
+    a = _write(tmp_path / "a.jsonl", rows[:700])
+    (tmp_path / "sub").mkdir()
+    b = _write(tmp_path / "sub" / "a.jsonl", rows[700:])  # same name: outputs get numbered
+    assert run("dedup", a, b, "-o", str(tmp_path / "mem") + "/") == 0
+    monkeypatch.setenv("DATAKIT_STREAM_BYTES", "1")
+    monkeypatch.setattr(ds, "CHUNK", 300)  # chunks straddle the two files
+    assert run("dedup", a, b, "-o", str(tmp_path / "str") + "/") == 0
+    names = sorted(p.name for p in (tmp_path / "mem").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "str").iterdir()) and len(names) == 3
+    for nm in names:
+        assert (tmp_path / "mem" / nm).read_text() == (tmp_path / "str" / nm).read_text()

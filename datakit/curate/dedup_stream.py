@@ -238,28 +238,33 @@ def workers() -> int:
     return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
-def _results(rows: JsonlRows, cfg: mh.MinHashConfig, fields: Sequence[str], engine: str):
-    """:func:`_chunk_work` of every chunk, in order: on a pool of forked workers (at most one
-    chunk waiting per worker, so memory stays bounded) or, for Ray or one CPU, here."""
-    import functools
-    import multiprocessing
-
-    work = functools.partial(_chunk_work, rows, tuple(fields), cfg, engine)
-    n_proc = workers() if engine == "local" else 1
-    if n_proc == 1 or len(rows) <= CHUNK:
-        yield from map(work, rows.raw_chunks(CHUNK))
+def _ordered_map(work: Callable[[Any], Any], chunks: Iterator[Any], n_proc: int) -> Iterator[Any]:
+    """``work(chunk)`` for every chunk, in order: on ``n_proc`` forked workers (at most one chunk
+    waiting per worker, so memory stays bounded) or, with one, here."""
+    if n_proc <= 1:
+        yield from map(work, chunks)
         return
+    import multiprocessing
     from collections import deque
 
     # fork: the workers need nothing but the arguments (the CLI's __main__ cannot be re-imported)
     with multiprocessing.get_context("fork").Pool(n_proc) as pool:
         pending: deque = deque()
-        for items in rows.raw_chunks(CHUNK):
-            pending.append(pool.apply_async(work, (items,)))
+        for chunk in chunks:
+            pending.append(pool.apply_async(work, (chunk,)))
             if len(pending) > n_proc:
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
+
+
+def _results(rows: JsonlRows, cfg: mh.MinHashConfig, fields: Sequence[str], engine: str):
+    """:func:`_chunk_work` of every chunk, in order (for Ray or one CPU, in this process)."""
+    import functools
+
+    work = functools.partial(_chunk_work, rows, tuple(fields), cfg, engine)
+    n_proc = workers() if engine == "local" and len(rows) > CHUNK else 1
+    return _ordered_map(work, rows.raw_chunks(CHUNK), n_proc)
 
 
 def _first_pass(rows: JsonlRows, cfg: mh.MinHashConfig, fields: Sequence[str], tmp: Path,
@@ -455,10 +460,8 @@ class _AtomicLines:
         self.tmp = Path(tmp)
         self.fh = os.fdopen(fd, "w", encoding="utf-8", buffering=1 << 20)
 
-    def write(self, row: dict[str, Any]) -> None:
-        from datakit.records import dumps_line
-
-        self.fh.write(dumps_line(row))
+    def write_text(self, text: str) -> None:
+        self.fh.write(text)
 
     def commit(self) -> None:
         self.fh.flush()
@@ -472,10 +475,49 @@ class _AtomicLines:
         self.tmp.unlink(missing_ok=True)
 
 
+def _write_chunk(rows: JsonlRows, stage: str, n_out: int, job) -> tuple:
+    """One chunk of raw lines -> ("ok", removed rows' text, kept rows' text per output), as
+    :func:`dedup.write_outputs` writes them; a bad row -> ("error", the message)."""
+    from datakit.curate.dedup import _clean, removed_row
+    from datakit.records import dumps_line
+
+    start, items, rems = job
+    removed: list[str] = []
+    kept: list[list[str]] = [[] for _ in range(n_out)]
+    try:
+        for pos, (k, i, line) in enumerate(items, start):
+            row = parse_row(line, rows.fields, rows.files[k], i)
+            rem = rems.get(pos)
+            if rem is not None:
+                removed.append(dumps_line(removed_row(row, rem, stage)))
+            else:
+                kept[k if n_out > 1 else 0].append(dumps_line(_clean(row)))
+    except UserError as e:
+        return ("error", str(e))
+    return ("ok", "".join(removed), ["".join(x) for x in kept])
+
+
+def _write_jobs(rows: JsonlRows, removals: Iterator[Any]):
+    """(first row index, raw lines, {index: Removal}) for every chunk."""
+    nxt = next(removals, None)
+    start = 0
+    for items in rows.raw_chunks(CHUNK):
+        end = start + len(items)
+        rems = {}
+        while nxt is not None and nxt.index < end:
+            rems[nxt.index] = nxt
+            nxt = next(removals, None)
+        yield start, items, rems
+        start = end
+
+
 def write_stream(inputs, result, out: str | os.PathLike, stage: str) -> list[Path]:
-    """:func:`dedup.write_outputs` for streamed inputs: rows read again and written as they come
-    (JSONL only: a Parquet output of a streamed input is refused before anything is written)."""
-    from datakit.curate.dedup import _clean, removed_path, removed_row
+    """:func:`dedup.write_outputs` for streamed inputs: rows read again, chunk by chunk (made
+    into output lines on worker processes), and written as they come (JSONL only: a Parquet
+    output of a streamed input is refused before anything is written)."""
+    import functools
+
+    from datakit.curate.dedup import removed_path
 
     out_p = Path(out)
     as_dir = out_p.is_dir() or str(out).endswith(os.sep)
@@ -487,6 +529,8 @@ def write_stream(inputs, result, out: str | os.PathLike, stage: str) -> list[Pat
         raise UserError("inputs this big are streamed and written as JSONL: name a .jsonl output "
                         "(or set DATAKIT_STREAM_BYTES higher)", path=str(out))
     removals = result.removals() if isinstance(result, StreamResult) else iter(result.removed)
+    rows = inputs.rows
+    work = functools.partial(_write_chunk, rows, stage, len(targets))
     writers: list[_AtomicLines] = []
     try:
         if as_dir:
@@ -495,13 +539,13 @@ def write_stream(inputs, result, out: str | os.PathLike, stage: str) -> list[Pat
         writers.append(rem_w)
         outs = [_AtomicLines(p) for p in targets]
         writers.extend(outs)
-        nxt = next(removals, None)
-        for i, (k, _, row) in enumerate(inputs.rows.lines()):
-            if nxt is not None and nxt.index == i:
-                rem_w.write(removed_row(row, nxt, stage))
-                nxt = next(removals, None)
-            else:
-                outs[k if as_dir else 0].write(_clean(row))
+        n_proc = workers() if len(rows) > CHUNK else 1
+        for res in _ordered_map(work, _write_jobs(rows, removals), n_proc):
+            if res[0] == "error":
+                raise UserError(res[1])
+            rem_w.write_text(res[1])
+            for w, text in zip(outs, res[2]):
+                w.write_text(text)
         for w in writers:
             w.commit()
     except OSError as e:
@@ -509,4 +553,8 @@ def write_stream(inputs, result, out: str | os.PathLike, stage: str) -> list[Pat
             w.discard()
         what = e.strerror or str(e) or type(e).__name__
         raise UserError(f"cannot write output ({what})", path=str(getattr(e, "filename", None) or out)) from None
+    except BaseException:
+        for w in writers:
+            w.discard()
+        raise
     return [w.path for w in writers]
