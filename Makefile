@@ -45,6 +45,8 @@ bench:
 	$(PYTHON) bench/bench_rouge.py
 	$(PYTHON) bench/bench_minhash.py
 	$(PYTHON) bench/bench_judge_export.py
+	$(PYTHON) bench/bench_judge_parse.py
+	$(PYTHON) bench/bench_report.py
 
 -include Makefile.finetune
 -include Makefile.demo
