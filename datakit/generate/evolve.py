@@ -35,7 +35,7 @@ from datakit.curate.rouge import RougeLNovelty, rouge_l_f, tokenize
 from datakit.errors import UserError
 from datakit.export.formats import user_content
 from datakit.generate import derived
-from datakit.generate.loop import INSTANCE_FAILURES, SelfInstruct, normalise
+from datakit.generate.loop import INSTANCE_FAILURES, SelfInstruct, normalise, task_filters
 from datakit.prompts import load_prompt
 from datakit.records import Record, Verdict
 from datakit.runs import RunDir, RunLock
@@ -196,19 +196,7 @@ class Evolver:
 
     def _filter(self, rec: Record) -> None:
         """generate's filters: rules, exact duplicate, ROUGE-L novelty (see the module docstring)."""
-        for v in self.si.rules.check(rec.instruction):
-            rec.add_verdict(v)
-            if not v.passed:
-                return
-        dup = normalise(rec.instruction) in self.seen_exact
-        rec.add_verdict(Verdict("exact_dup", not dup, None, "exact_duplicate" if dup else None))
-        if dup:
-            return
-        score, nearest = self.novelty.check(rec.instruction)
-        keep = score <= self.g.rouge_threshold
-        rec.add_verdict(Verdict("rouge_l", keep, round(score, 4), None if keep else "too_similar",
-                                {"nearest": nearest, "threshold": self.g.rouge_threshold}))
-        if keep:
+        if task_filters(rec, self.si.rules, self.seen_exact, self.novelty, self.g.rouge_threshold):
             self._remember(rec)
 
 

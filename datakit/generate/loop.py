@@ -70,6 +70,25 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text.strip().lower())
 
 
+def task_filters(rec: Record, rules: RuleFilter, seen_exact: set[str], novelty: RougeLNovelty,
+                 threshold: float) -> bool:
+    """generate's task filters in order: rules, exact duplicate, ROUGE-L novelty. Each verdict
+    goes into ``rec.filters`` (the first failing one rejects it); True when the task passed all."""
+    for v in rules.check(rec.instruction):
+        rec.add_verdict(v)
+        if not v.passed:
+            return False
+    dup = normalise(rec.instruction) in seen_exact
+    rec.add_verdict(Verdict("exact_dup", not dup, None, "exact_duplicate" if dup else None))
+    if dup:
+        return False
+    score, nearest = novelty.check(rec.instruction)
+    keep = score <= threshold
+    rec.add_verdict(Verdict("rouge_l", keep, round(score, 4), None if keep else "too_similar",
+                            {"nearest": nearest, "threshold": threshold}))
+    return keep
+
+
 @dataclass
 class GenerateSummary:
     run_dir: str
@@ -223,20 +242,7 @@ class SelfInstruct:
         return max(1, min(self.g.requests_per_round, math.ceil(needed / per_request)))
 
     def _filter(self, rec: Record) -> None:
-        for v in self.rules.check(rec.instruction):
-            rec.add_verdict(v)
-            if not v.passed:
-                return
-        norm = normalise(rec.instruction)
-        dup = norm in self.seen_exact
-        rec.add_verdict(Verdict("exact_dup", not dup, None, "exact_duplicate" if dup else None))
-        if dup:
-            return
-        score, nearest = self.novelty.check(rec.instruction)
-        keep = score <= self.g.rouge_threshold
-        rec.add_verdict(Verdict("rouge_l", keep, round(score, 4), None if keep else "too_similar",
-                                {"nearest": nearest, "threshold": self.g.rouge_threshold}))
-        if keep:
+        if task_filters(rec, self.rules, self.seen_exact, self.novelty, self.g.rouge_threshold):
             self._remember(rec.instruction, rec.id)
 
     async def _ask_instance(self, instruction: str, is_cls: bool) -> Any:
