@@ -22,7 +22,7 @@ import numpy as np
 
 from datakit.curate import minhash as mh
 from datakit.curate.rouge import RougeLNovelty
-from datakit.curate.rules import RuleFilter, RulesConfig
+from datakit.curate.rules import RuleFilter, RulesConfig, check_turns, conversation_text
 from datakit.errors import UserError
 from datakit.records import make_id, read_table, write_table
 
@@ -124,6 +124,11 @@ def _reviewed(table: list[dict[str, Any]], path: str | os.PathLike, counts: dict
 
 
 def row_text(row: dict[str, Any], fields: Sequence[str]) -> str:
+    """The text a record is compared by: its ``fields`` joined, or for a multi-turn record
+    (``messages``) the whole conversation, so ROUGE-L and dedup see every turn."""
+    conv = conversation_text(row)
+    if conv is not None:
+        return conv
     return "\n".join(str(row.get(f) or "") for f in fields if row.get(f))
 
 
@@ -178,7 +183,9 @@ def filter_rows(rows: list[dict[str, Any]], *, threshold: float = 0.7, tokenizer
     for i, row in enumerate(rows):
         text = row_text(row, fields)
         if rule_filter is not None:
-            failed = [v for v in rule_filter.check(row.get("instruction") or text) if not v.passed]
+            verdicts = check_turns(rule_filter, row) if "messages" in row else \
+                rule_filter.check(row.get("instruction") or text)  # every user turn of a conversation
+            failed = [v for v in verdicts if not v.passed]
             if failed:
                 removed.append(Removal(i, failed[0].reason or failed[0].filter, None,
                                        failed[0].score))
