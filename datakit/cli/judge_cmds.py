@@ -50,6 +50,13 @@ def _floats(text: str | None, name: str) -> list[float] | None:
         raise UserError(f"expected comma-separated numbers, got {text!r}", field=name) from None
 
 
+tie_break_option = click.option(
+    "--tie-break", "tie_break", default="none", show_default=True,
+    help="DPO pairs the judge cannot tell apart: none (drop them), temperature (lowest-temperature sample "
+         "chosen, highest rejected), or teacher:NAME (NAME's answer chosen over any other's). A judge that "
+         "prefers the other side always wins; pairs record their basis.")
+
+
 @click.command("respond")
 @click.argument("run_dir", type=click.Path(file_okay=False))
 @teacher_options
@@ -113,10 +120,7 @@ def respond_cmd(run_dir: str, teacher_names: str | None, n: int, temperatures: s
                    "default is plain JSON mode.")
 @click.option("--records", "records", type=click.Path(dir_okay=False),
               help="Only the run's records whose ids are in this file (the output of filter/dedup).")
-@click.option("--tie-break", "tie_break", default="none", show_default=True,
-              help="DPO pairs the judge cannot tell apart: none (drop them), temperature (lowest-temperature "
-                   "sample chosen, highest rejected), or teacher:NAME (NAME's answer chosen over any other's). "
-                   "A judge that prefers the other side always wins; pairs record their basis.")
+@tie_break_option
 @click.option("--batch", is_flag=True, help="Through the providers' batch API (often half price, up to 24 h "
               "per phase); a rerun resumes the batches in flight.")
 @spend_options
@@ -184,10 +188,7 @@ def judge_cmd(run_dir: str, judge_teacher: str | None, mode: str, max_pairs: int
               help="SFT: the best judged candidate, or the record's own output.")
 @click.option("--records", "records", type=click.Path(dir_okay=False),
               help="SOURCE is a run: only its records whose ids are in this file (the output of filter/dedup).")
-@click.option("--tie-break", "tie_break", default="none", show_default=True,
-              help="DPO pairs the judge cannot tell apart: none (drop them), temperature (lowest-temperature "
-                   "sample chosen, highest rejected), or teacher:NAME (NAME's answer chosen over any other's). "
-                   "A judge that prefers the other side always wins; pairs record their basis.")
+@tie_break_option
 @click.option("--reviewed-only", is_flag=True, default=False,
               help="Only records a person accepted in `datakit view` (RUN/reviews.jsonl).")
 def export_cmd(source: str, fmt: str, style: str, out: str, system: str | None, text: bool,
