@@ -159,3 +159,66 @@ def test_cli_streamed_folder_output_matches(tmp_path, monkeypatch):
     assert names == sorted(p.name for p in (tmp_path / "str").iterdir()) and len(names) == 3
     for nm in names:
         assert (tmp_path / "mem" / nm).read_text() == (tmp_path / "str" / nm).read_text()
+
+
+def _chains(families=25, length=12, seed=5):
+    """Chains of documents: each one word away from the last (Jaccard ~0.85 on word 3-grams),
+    three steps apart below 0.7, so connected components join documents that are far apart."""
+    import random
+
+    rng = random.Random(seed)
+    words = Synth(seed).vocab
+    rows = []
+    for f in range(families):
+        doc = [rng.choice(words) for _ in range(40)]
+        for k in range(length):
+            if k:
+                doc = list(doc)
+                doc[(3 * k + 1) % 40] = f"edit{f}x{k}"
+            rows.append({"id": f"c{f}-{k}", "instruction": " ".join(doc)})
+    return rows
+
+
+def _jac(a, b):
+    def sh(t):
+        w = mh._WORDS.findall(mh.normalize(t))
+        return {" ".join(w[i:i + 3]) for i in range(max(1, len(w) - 2))}
+
+    x, y = sh(a), sh(b)
+    return len(x & y) / len(x | y)
+
+
+@pytest.mark.parametrize("verify", [True, False])
+def test_chains_are_split_not_removed_wholesale(tmp_path, monkeypatch, verify):
+    """Components chain (A~B, B~C, A and C far apart); a document is removed only when it is
+    within the threshold of the kept document it names, and no two kept documents are a
+    near-duplicate pair; the streamed path gives the same removals."""
+    from datakit.curate.dedup import clusters_from_keys
+
+    rows = _chains() + _rows(800)
+    cfg = mh.MinHashConfig(verify=verify)
+    texts = [r["instruction"] for r in rows]
+    sig = mh.signatures(texts, cfg)
+    labels, *_ = clusters_from_keys(mh.band_keys(sig, *cfg.band_rows()), sig, cfg, texts)
+    chained = [i for i in range(len(rows)) if labels[i] != i and _jac(texts[i], texts[labels[i]]) < 0.6]
+    assert len(chained) > 50  # the corpus does chain: old wholesale removal would take these
+    f = _write(tmp_path / "in.jsonl", rows)
+    mem = dedup_rows(load_inputs([f]).rows, cfg=cfg)
+    by_id = {r["id"]: i for i, r in enumerate(rows)}
+    kept = set(mem.kept)
+    for r in mem.removed:
+        rep = by_id[r.duplicate_of]
+        assert rep in kept and r.score >= cfg.threshold
+        if verify:
+            assert _jac(texts[r.index], texts[rep]) >= cfg.threshold
+    chain_kept = sorted(i for i in kept if rows[i]["id"].startswith("c"))
+    for a in chain_kept:  # no near-duplicate pair left among the kept chain documents
+        for b in chain_kept:
+            if verify and a < b and rows[a]["id"].split("-")[0] == rows[b]["id"].split("-")[0]:
+                assert _jac(texts[a], texts[b]) < 0.8  # (0.8: an LSH miss at 0.7 is possible)
+    assert sum(1 for r in mem.removed if rows[r.index]["id"].startswith("c")) >= 25 * 4
+    monkeypatch.setenv("DATAKIT_STREAM_BYTES", "1")
+    monkeypatch.setattr(ds, "CHUNK", 500)
+    res = dedup_rows(load_inputs([f]).rows, cfg=cfg)
+    assert _key(res) == _key(mem)
+    assert res.summary() == mem.summary()

@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from datakit.curate import minhash as mh
+from datakit.curate.clusters import resolve
 from datakit.curate.rouge import RougeLNovelty
 from datakit.curate.rules import RuleFilter, RulesConfig, check_turns, conversation_text
 from datakit.errors import UserError
@@ -250,36 +251,22 @@ def clusters_from_keys(keys: np.ndarray, sig: np.ndarray, cfg: mh.MinHashConfig,
 
 
 def resolve_clusters(rows: list[dict[str, Any]], labels: np.ndarray, sig: np.ndarray,
-                     skip: set[int], texts: Sequence[str] | None = None,
-                     cfg: mh.MinHashConfig | None = None) -> tuple[list[Removal], int]:
-    """One representative per cluster: the highest judge score when the cluster has scores,
-    else (and on ties) the earliest record. The others are removed as near duplicates, with
-    their similarity to the representative (exact Jaccard when ``cfg.verify``; it can be below
-    the threshold for a member linked to the representative through others)."""
-    n = len(labels)
-    members: dict[int, list[int]] = {}
-    for i in np.flatnonzero(labels != np.arange(n)).tolist():
-        members.setdefault(int(labels[i]), []).append(i)
-    pending: list[tuple[int, int]] = []
-    for root, rest in members.items():
-        group = [root] + rest
-        scores = [_judge_score(rows[i]) for i in group]
-        rep = root
-        if any(s is not None for s in scores):
-            rep = max(group, key=lambda i: (_judge_score(rows[i]) if _judge_score(rows[i]) is not None
-                                            else float("-inf"), -i))
-        pending.extend((i, rep) for i in group if i != rep and i not in skip)
-    removed: list[Removal] = []
-    if pending:
-        a = np.array([p[0] for p in pending], dtype=np.int64)
-        b = np.array([p[1] for p in pending], dtype=np.int64)
-        if cfg is not None and texts is not None:
-            js = pair_similarity(texts, sig, a, b, cfg)
-        else:
-            js = mh.estimated_jaccard(sig, a, b)
-        for (i, rep), jv in zip(pending, js.tolist()):
-            removed.append(Removal(i, "near_duplicate", str(rows[rep]["id"]), round(jv, 4)))
-    return removed, len(members)
+                     skip: set[int], keys: np.ndarray, texts: Sequence[str],
+                     cfg: mh.MinHashConfig) -> tuple[list[Removal], int]:
+    """One representative per cluster (the highest judge score, else and on ties the earliest
+    record); a member is removed only when it is within the threshold of its representative,
+    the others are clustered again (:func:`clusters.resolve`). ``skip``: records already
+    removed (decontamination)."""
+    scores = np.array([np.nan if (s := _judge_score(r)) is None else s for r in rows], dtype=np.float64)
+
+    def recluster(idx: np.ndarray) -> np.ndarray:
+        return clusters_from_keys(keys[idx], sig[idx], cfg, [texts[i] for i in idx.tolist()])[0]
+
+    m, rep, sim, n_clusters, _ = resolve(labels, scores, cfg.threshold,
+                                         lambda u, v: pair_similarity(texts, sig, u, v, cfg), recluster)
+    removed = [Removal(i, "near_duplicate", str(rows[r]["id"]), round(s, 4))
+               for i, r, s in zip(m.tolist(), rep.tolist(), sim.tolist()) if i not in skip]
+    return removed, n_clusters
 
 
 def decontaminate(sig: np.ndarray, keys: np.ndarray | Callable[[int], np.ndarray], against: Inputs,
@@ -356,7 +343,7 @@ def dedup_rows(rows: list[dict[str, Any]], *, cfg: mh.MinHashConfig | None = Non
             against_counts[rem.against] = against_counts.get(rem.against, 0) + 1
         for f in against.files:
             against_counts.setdefault(str(f), 0)
-    dup, n_clusters = resolve_clusters(rows, labels, sig, {x.index for x in removed}, texts, cfg)
+    dup, n_clusters = resolve_clusters(rows, labels, sig, {x.index for x in removed}, keys, texts, cfg)
     if progress:
         progress("clusters", len(rows))
     return _finish(len(rows), removed + dup, clusters=n_clusters, against_counts=against_counts,

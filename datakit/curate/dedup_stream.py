@@ -18,8 +18,9 @@ removals as the in-memory path, in bounded memory:
    was a candidate in an earlier band (same key there, and not left out of a big bucket's
    star), is not checked again, which changes no cluster: each candidate pair is verified at
    most once, as in memory;
-3. representatives (highest judge score, else earliest) and the similarity of each removed
-   member to its representative, with numpy over the cluster labels;
+3. representatives (highest judge score, else earliest) and the similarity of each member to
+   its representative, with numpy over the cluster labels; members below the threshold are
+   clustered again among themselves, band by band as in 2 (:func:`clusters.resolve`);
 4. :func:`write_stream` reads the input again line by line and writes kept and removed rows
    as it goes (JSONL), each file atomically.
 
@@ -40,6 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from datakit.curate import minhash as mh
+from datakit.curate.clusters import resolve
 from datakit.errors import UserError
 
 CHUNK = 100_000
@@ -382,25 +384,6 @@ def cluster_bands(n: int, band: Callable[[int], np.ndarray], texts: TextStore,
     return label
 
 
-def representatives(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
-    """(members, their representative, clusters) for every cluster of more than one document:
-    the representative is the member with the highest score (NaN = none), earliest on ties,
-    as :func:`dedup.resolve_clusters` picks it."""
-    n = len(label)
-    moved = np.flatnonzero(label != np.arange(n))
-    roots = mh.unique_sorted(label[moved])
-    members = np.concatenate([roots, moved])
-    cl = label[members]
-    s = np.where(np.isnan(scores[members]), -np.inf, scores[members])
-    order = np.lexsort((members, -s, cl))
-    members, cl = members[order], cl[order]
-    first = np.ones(len(cl), dtype=bool)
-    first[1:] = cl[1:] != cl[:-1]
-    rep = members[first][np.cumsum(first) - 1]
-    keep = members != rep
-    return members[keep], rep[keep], len(roots)
-
-
 def dedup_stream(rows: JsonlRows, *, cfg: mh.MinHashConfig, fields: Sequence[str] = ("instruction",),
                  against=None, engine: str = "local",
                  progress: Callable[[str, int], None] | None = None) -> StreamResult:
@@ -430,12 +413,15 @@ def dedup_stream(rows: JsonlRows, *, cfg: mh.MinHashConfig, fields: Sequence[str
                     against_counts[rem.against] = against_counts.get(rem.against, 0) + 1
                 for f in against.files:
                     against_counts.setdefault(str(f), 0)
-            members, rep, n_clusters = representatives(label, scores)
+            def recluster(idx: np.ndarray) -> np.ndarray:
+                return cluster_bands(len(idx), lambda j: band(j)[idx], texts, sig, cfg,
+                                     similarity=lambda u, v: verifier(idx[u], idx[v]))
+
+            members, rep, sim, n_clusters, _ = resolve(label, scores, cfg.threshold, verifier, recluster)
             del label
             if contaminated:
                 gone = np.isin(members, np.fromiter(contaminated, dtype=np.int64))
-                members, rep = members[~gone], rep[~gone]
-            sim = verifier(members, rep)
+                members, rep, sim = members[~gone], rep[~gone], sim[~gone]
         finally:
             verifier.close()
         del sig
