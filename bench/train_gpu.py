@@ -35,6 +35,9 @@ from pathlib import Path
 SEQ = 2048
 REENTRANT = os.environ.get("DK_REENTRANT", "1") == "1"  # the trainer's default; DK_REENTRANT=0 for non-reentrant
 LORA_DROPOUT = float(os.environ.get("DK_LORA_DROPOUT", "0.05"))  # datakit side only: the trainer's default
+FUSED = os.environ.get("DK_FUSED", "1") == "1"  # datakit's one-function LoRA layers (DK_FUSED=0: peft's modules)
+KERNELS = os.environ.get("DK_KERNELS", "auto")  # datakit side: Liger's RMSNorm/RoPE/SwiGLU when installed
+BASE_LIGER = os.environ.get("DK_BASE_LIGER", "0") == "1"  # baseline side: apply_liger_kernel_to_qwen2() as documented
 SHAPE = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
              num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768, rope_theta=1e6,
              rms_norm_eps=1e-6, tie_word_embeddings=False)
@@ -130,6 +133,10 @@ def run_baseline(path: str, batches: list[int], warmup: int, steps: int) -> dict
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
+    if BASE_LIGER:  # Liger's documented use: patch the model classes before loading (fused linear CE too)
+        from liger_kernel.transformers import apply_liger_kernel_to_qwen2
+
+        apply_liger_kernel_to_qwen2()
     t = time.time()
     q = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                            bnb_4bit_compute_dtype=torch.bfloat16)
@@ -154,7 +161,7 @@ def run_baseline(path: str, batches: list[int], warmup: int, steps: int) -> dict
             opt.zero_grad(set_to_none=True)
         return step
 
-    rows = _sweep("baseline", make_step, batches, warmup, steps)
+    rows = _sweep("baseline+liger" if BASE_LIGER else "baseline", make_step, batches, warmup, steps)
     return {"load_s": round(load_s, 1), "rows": rows}
 
 
@@ -172,11 +179,15 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
     model = load_model(ModelSpec(path), load_4bit=True, device=dev, dtype=torch.bfloat16)
     load_s = time.time() - t
     model = add_lora(model, r=16, alpha=32, dropout=LORA_DROPOUT, target_modules="all-linear",
-                     gradient_checkpointing=True, lora_dtype=torch.bfloat16, reentrant=REENTRANT)
+                     gradient_checkpointing=True, lora_dtype=torch.bfloat16, reentrant=REENTRANT, fused=FUSED)
+    from datakit.train import kernels as K
+
+    kernels = K.apply(model, KERNELS, dev)
     master = Fp32Master(p for p in model.parameters() if p.requires_grad)
     opt = bnb.optim.PagedAdamW8bit(master.params, lr=1e-4)
     vocab = model.config.vocab_size
-    res: dict = {"load_s": round(load_s, 1), "checks": {}}
+    res: dict = {"load_s": round(load_s, 1), "checks": {}, "kernels": kernels, "fused": FUSED,
+                 "lora_dropout": LORA_DROPOUT}
 
     # ---- correctness on the GPU: chunked loss vs full logits; packed vs one by one
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -201,8 +212,36 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
     res["checks"]["packed_vs_single_rel_err"] = float((packed - single).norm() / single.norm())
     res["checks"]["packed_vs_single_max_abs"] = float((packed - single).abs().max())
     from datakit.train import attention as A
+    from datakit.train import fused_lora as FL
 
     res["checks"]["varlen_kernel"] = bool(A._state["varlen"])
+    # fused LoRA layers against peft's modules: loss and adapter gradients (B made non-zero)
+    with torch.no_grad():
+        saved = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.01, generator=g)
+    model.eval()  # no LoRA dropout in the comparison (the two paths draw different masks)
+    one = batch_tensors(D.make_batch(exs), dev)
+    got = {}
+    for fused in (True, False):
+        (FL.fuse if fused else FL.unfuse)(model)
+        for p in model.parameters():
+            p.grad = None
+        torch.manual_seed(3)
+        loss = forward_nll(model, one).sum()
+        loss.backward()
+        got[fused] = (float(loss), torch.cat([p.grad.float().flatten() for p in model.parameters() if p.requires_grad]))
+    (FL.fuse if FUSED else FL.unfuse)(model)
+    gf, gp = got[True][1], got[False][1]
+    res["checks"]["fused_vs_peft_loss_rel_err"] = abs(got[True][0] - got[False][0]) / abs(got[False][0])
+    res["checks"]["fused_vs_peft_grad_rel_err"] = float((gf - gp).norm() / gp.norm())
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in saved:
+                p.copy_(saved[n])
+            p.grad = None
+    del got, gf, gp, saved
     model.train()
     print("  checks:", res["checks"], flush=True)
 
@@ -290,6 +329,11 @@ def main() -> None:
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--no-ckpt-batches", type=int, nargs="*", default=[1, 2, 4])
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--runs", type=int, default=1, help="baseline and datakit runs, interleaved (medians printed)")
+    ap.add_argument("--unfused", action="store_true", help="one more datakit run with peft's LoRA modules (DK_FUSED=0)")
+    ap.add_argument("--variants", nargs="*", default=[],
+                    help="more runs after those: SIDE[:OPT,...], SIDE baseline or datakit, OPT liger (baseline), "
+                         "torch (datakit without Liger), peft (datakit without fused LoRA), drop0 (LoRA dropout 0)")
     ap.add_argument("--child", choices=["baseline", "datakit"])
     ap.add_argument("--result")
     args = ap.parse_args()
@@ -310,19 +354,62 @@ def main() -> None:
         print(f"building the random-weight model ({args.layers} layers) …", flush=True)
         report["build"] = build(mdir, args.layers)
         print("  ", report["build"], flush=True)
-    sides = ([] if args.skip_baseline else ["baseline"]) + ["datakit"]
-    for side in sides:
-        print(f"{side} …", flush=True)
-        res_file = out / f"{side}.json"
+    sides = []
+    for k in range(args.runs):
+        sides += ([] if args.skip_baseline else [("baseline", k, FUSED)]) + [("datakit", k, FUSED)]
+    if args.unfused:
+        sides.append(("datakit", "peft", False))
+    for v in args.variants:
+        side, _, opts = v.partition(":")
+        sides.append((side, v.replace(":", "_").replace(",", "_"), opts))
+    for side, k, fused in sides:
+        key = side if k == 0 else (k if isinstance(k, str) and k.startswith(side) else f"{side}_{k}")
+        extra = {}
+        if isinstance(fused, str):  # a variant's options
+            opts = set(filter(None, fused.split(",")))
+            extra = {"DK_BASE_LIGER": "1" if "liger" in opts else "0",
+                     "DK_KERNELS": "torch" if "torch" in opts else KERNELS,
+                     "DK_LORA_DROPOUT": "0" if "drop0" in opts else str(LORA_DROPOUT)}
+            fused = "peft" not in opts
+        print(f"{key} …", flush=True)
+        res_file = out / f"{key}.json"
         cmd = [sys.executable, __file__, "--child", side, "--model-dir", str(mdir), "--result", str(res_file),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batches", *map(str, args.batches),
                "--no-ckpt-batches", *map(str, args.no_ckpt_batches)]
         t = time.time()
-        rc = subprocess.call(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        report[side] = json.loads(res_file.read_text()) if res_file.exists() else {"failed": rc}
-        report[side]["wall_s"] = round(time.time() - t, 1)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "DK_FUSED": "1" if fused else "0", **extra}
+        rc = subprocess.call(cmd, env=env)
+        report[key] = json.loads(res_file.read_text()) if res_file.exists() else {"failed": rc}
+        report[key]["wall_s"] = round(time.time() - t, 1)
+        report[key]["fused"] = fused
+        (out / "train_gpu.json").write_text(json.dumps(report, indent=1))
+    if args.runs > 1 or args.unfused or args.variants:
+        print_runs(report)
     (out / "train_gpu.json").write_text(json.dumps(report, indent=1))
     print_table(report)
+
+
+def print_runs(rep: dict) -> None:
+    """Each run's rows, and the median micro-batch-1 ratio over the interleaved runs."""
+    ratios = []
+    for key, res in rep.items():
+        if not isinstance(res, dict) or "rows" not in res:
+            continue
+        for r in res["rows"] + res.get("dpo_rows", []):
+            if not r.get("oom"):
+                print(f"{key:<14}{r['config']:<18}{r['micro_batch']:>4}{r['tokens_per_s']:>10.0f}"
+                      f"{r['peak_alloc_gib']:>8.2f} GiB  steps {r.get('step_times', '')}")
+    k = 0
+    while (b := rep.get("baseline" if k == 0 else f"baseline_{k}")) and (d := rep.get("datakit" if k == 0 else f"datakit_{k}")):
+        b1 = next((r for r in b.get("rows", []) if r["micro_batch"] == 1 and not r.get("oom")), None)
+        d1 = next((r for r in d.get("rows", []) if r["micro_batch"] == 1 and r["config"] == "datakit"
+                   and not r.get("oom")), None)
+        if b1 and d1:
+            ratios.append(d1["tokens_per_s"] / b1["tokens_per_s"])
+        k += 1
+    if ratios:
+        print(f"micro-batch 1 with checkpointing, datakit / baseline per run: {[round(x, 2) for x in ratios]}, "
+              f"median {statistics.median(ratios):.2f}x (goal >= 2.5)")
 
 
 def print_table(rep: dict) -> None:

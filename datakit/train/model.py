@@ -155,12 +155,13 @@ def _saved_quantized(spec: ModelSpec) -> bool:
 
 
 def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules, gradient_checkpointing: bool,
-             lora_dtype=None, reentrant: bool = False):
+             lora_dtype=None, reentrant: bool = False, fused: bool = True):
     """Wrap with LoRA adapters and enable gradient checkpointing.
 
     ``lora_dtype`` None keeps the adapters in float32 (the CPU, where everything is float32); a
     half dtype stores them in it (the trainer keeps float32 master copies for the optimiser, see
     :class:`Fp32Master`), so the whole forward runs in that dtype with no autocast.
+    ``fused``: each LoRA layer runs as one autograd function (:mod:`datakit.train.fused_lora`).
     """
     import torch
     from peft import LoraConfig, get_peft_model
@@ -179,6 +180,10 @@ def add_lora(model, *, r: int, alpha: int, dropout: float, target_modules, gradi
     for n, p in model.named_parameters():
         if p.requires_grad and p.dtype != want:
             p.data = p.data.to(want)
+    if fused:
+        from datakit.train.fused_lora import fuse
+
+        fuse(model)
     return model
 
 

@@ -265,7 +265,7 @@ class Run:
         self.model = M.add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                                 target_modules=cfg.target_modules,
                                 gradient_checkpointing=cfg.gradient_checkpointing, lora_dtype=lora_dtype,
-                                reentrant=True)
+                                reentrant=True, fused=not cfg.shard)
         self.trainable, self.total_params = M.count_params(self.model)
         if cfg.shard:
             from datakit.train import shard as S

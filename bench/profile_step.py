@@ -1,0 +1,95 @@
+"""Where a QLoRA step's time goes: torch.profiler over datakit's SFT step on the 7B shape.
+
+    python bench/profile_step.py [--model-dir DIR] [--layers 28]
+
+Builds (or reuses) bench/train_gpu.py's random-weight Qwen2.5-7B-shaped model, loads it 4-bit
+with datakit's loader and adapters, and profiles two configurations: micro-batch 1 with
+checkpointing (the trainer's default) and micro-batch 4 without. For each it prints the step's
+wall time, the summed GPU kernel time (GPU busy share = kernel time / wall), the number of
+kernels launched, and the 20 kernels or operators with the most GPU time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model-dir", default=None)
+    ap.add_argument("--layers", type=int, default=28)
+    ap.add_argument("--fused", type=int, default=1)
+    ap.add_argument("--kernels", default="auto")
+    args = ap.parse_args()
+    import bitsandbytes as bnb
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    import train_gpu as TG
+    from datakit.train import data as D
+    from datakit.train.model import Fp32Master, ModelSpec, add_lora, load_model
+    from datakit.train.trainer import batch_tensors, forward_nll
+
+    mdir = Path(args.model_dir or f"/tmp/qwen7b-shaped-{args.layers}L")
+    if not (mdir / "config.json").exists():
+        print("build:", TG.build(mdir, args.layers), flush=True)
+    dev = torch.device("cuda", 0)
+    model = load_model(ModelSpec(str(mdir)), load_4bit=True, device=dev, dtype=torch.bfloat16)
+    model = add_lora(model, r=16, alpha=32, dropout=0.05, target_modules="all-linear", gradient_checkpointing=True,
+                     lora_dtype=torch.bfloat16, reentrant=True, fused=bool(args.fused))
+    from datakit.train import kernels as K
+
+    print("kernels:", K.apply(model, args.kernels, dev), "fused LoRA:", bool(args.fused), flush=True)
+    master = Fp32Master(p for p in model.parameters() if p.requires_grad)
+    opt = bnb.optim.PagedAdamW8bit(master.params, lr=1e-4)
+    vocab = model.config.vocab_size
+    model.train()
+    base = model.get_base_model()
+
+    def make(mb):
+        exs = [D.Example(torch.randint(0, vocab, (TG.SEQ,)).tolist(), [True] * TG.SEQ) for _ in range(mb)]
+        t = batch_tensors(D.make_batch(exs), dev)
+        n = t["targets"].numel()
+
+        def step():
+            loss = forward_nll(model, t).sum() / n
+            loss.backward()
+            master.pull_grads()
+            opt.step()
+            master.push()
+            opt.zero_grad(set_to_none=True)
+        return step
+
+    for name, mb, ckpt in (("mb1 checkpointing", 1, True), ("mb4 no checkpointing", 4, False)):
+        if not ckpt:
+            base.gradient_checkpointing_disable()
+        step = make(mb)
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            t = time.perf_counter()
+            step()
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - t
+        events = prof.events()
+        kern = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        gpu = sum(e.time_range.elapsed_us() for e in kern) / 1e6
+        print(f"\n== {name}: wall {wall * 1e3:.0f} ms (profiled), GPU kernel time {gpu * 1e3:.0f} ms "
+              f"({gpu / wall:.0%} busy), kernels {len(kern):,}", flush=True)
+        by: dict[str, list[float]] = {}
+        for e in kern:
+            by.setdefault(e.name[:90], []).append(e.time_range.elapsed_us() / 1e3)
+        top = sorted(by.items(), key=lambda kv: -sum(kv[1]))[:22]
+        for k, v in top:
+            print(f"  {sum(v):8.1f} ms  {len(v):6d}x  {k}")
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12, max_name_column_width=60))
+
+
+if __name__ == "__main__":
+    main()

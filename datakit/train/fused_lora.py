@@ -1,0 +1,138 @@
+"""One autograd function for a LoRA linear layer over a frozen (4-bit or plain) base.
+
+peft computes ``base(x) + lora_B(lora_A(dropout(x))) * scaling`` as separate modules: for a
+4-bit base, bitsandbytes' own autograd function, then the dropout, two small matmuls, a scaling
+and an add, each a kernel over the layer's whole output in the forward pass and again in the
+backward pass, plus Python dispatch per module. At micro-batch 1 the step is bound by those
+launches; at large micro-batches the extra passes over ``tokens x out_features`` tensors cost
+memory bandwidth. :class:`_QLoraLinear` does the same maths in one function:
+
+forward   ``y = x W^T (+ bias);  y += (s * drop(x) A^T) B^T``   (the add inside the GEMM: addmm)
+backward  ``g_x = g_y W + ((s * g_y B) A) [* mask]``             (W dequantised again, not kept)
+          ``g_B = g_y^T (s * drop(x) A^T);  g_A = (s * g_y B)^T drop(x)``
+
+It saves only ``x`` (or the dropped ``x`` and its mask when dropout is on) and the r-wide
+``s * drop(x) A^T``, and never keeps the dequantised weight. The adapter stays peft's: the
+same parameters, names and saved files; :func:`fuse` only replaces ``forward`` on the layers it
+can take (one active adapter, no DoRA, no adapter bias, not merged, base ``nn.Linear`` or
+bitsandbytes ``Linear4bit``) and leaves any other layer on peft's path.
+"""
+
+from __future__ import annotations
+
+import types
+
+import torch
+
+
+def _weight(base: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """The base layer's weight (out, in) in ``dtype``: dequantised when it is 4-bit."""
+    w = base.weight
+    state = getattr(w, "quant_state", None)
+    if state is not None:
+        import bitsandbytes.functional as bnbf
+
+        if getattr(state, "packing_format_for_cpu", False):  # bitsandbytes repacks for CPU inference
+            from bitsandbytes.nn.modules import _convert_weight_packed_for_cpu_inverse
+
+            w.data, w.quant_state = _convert_weight_packed_for_cpu_inverse(w.data, state)
+            state = w.quant_state
+        w = bnbf.dequantize_4bit(w.data, state)
+    return w if w.dtype == dtype else w.to(dtype)
+
+
+class _QLoraLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, a, b, base, scaling, p, training):
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        w = _weight(base, x.dtype)
+        y = x2 @ w.t()
+        del w
+        if base.bias is not None:
+            y += base.bias.to(y.dtype)
+        mask = None
+        if p > 0 and training:  # one kernel, as nn.Dropout: the kept inputs scaled by 1/(1-p), and the mask
+            xd, mask = torch.native_dropout(x2, p, True)
+        else:
+            xd = x2
+        xa = (xd @ a.t()).mul_(scaling)
+        y.addmm_(xa, b.t())
+        ctx.base, ctx.scaling, ctx.p, ctx.shape = base, scaling, p, shape
+        ctx.save_for_backward(xd, xa, a, b, mask)
+        return y.view(*shape[:-1], y.shape[-1])
+
+    @staticmethod
+    def backward(ctx, gy):
+        xd, xa, a, b, mask = ctx.saved_tensors
+        gy2 = gy.reshape(-1, gy.shape[-1])
+        g_a = g_b = g_x = None
+        g_xa = (gy2 @ b).mul_(ctx.scaling)  # d loss / d (drop(x) A^T), r wide
+        if ctx.needs_input_grad[2]:
+            g_b = gy2.t() @ xa
+        if ctx.needs_input_grad[1]:
+            g_a = g_xa.t() @ xd
+        if ctx.needs_input_grad[0]:
+            w = _weight(ctx.base, gy.dtype)
+            g_x = gy2 @ w
+            del w
+            if mask is None:
+                g_x.addmm_(g_xa, a)
+            else:
+                g_x += torch.ops.aten.native_dropout_backward(g_xa @ a, mask, 1.0 / (1.0 - ctx.p))
+            g_x = g_x.view(ctx.shape)
+        return g_x, g_a, g_b, None, None, None, None
+
+
+def _plain(layer) -> bool:
+    """True when ``layer`` is a peft LoRA layer this function computes exactly."""
+    active = layer.active_adapters
+    if len(active) != 1 or getattr(layer, "merged", False) or getattr(layer, "disable_adapters", False):
+        return False
+    name = active[0]
+    if name not in layer.lora_A or layer.use_dora.get(name, False):
+        return False
+    if getattr(layer.lora_B[name], "bias", None) is not None or layer.lora_A[name].bias is not None:
+        return False
+    drop = layer.lora_dropout[name]
+    if not isinstance(drop, (torch.nn.Dropout, torch.nn.Identity)):
+        return False
+    base = layer.get_base_layer()
+    w = base.weight
+    if isinstance(base, torch.nn.Linear) and getattr(w, "quant_state", None) is None:
+        return not getattr(layer, "fan_in_fan_out", False)
+    return type(base).__name__ == "Linear4bit" and getattr(w, "quant_state", None) is not None
+
+
+def _forward(self, x, *args, **kwargs):
+    if args or kwargs or not _plain(self):
+        return type(self).forward(self, x, *args, **kwargs)
+    name = self.active_adapters[0]
+    a, b = self.lora_A[name].weight, self.lora_B[name].weight
+    if x.dtype != a.dtype:
+        x = x.to(a.dtype)
+    drop = self.lora_dropout[name]
+    p = drop.p if isinstance(drop, torch.nn.Dropout) else 0.0
+    return _QLoraLinear.apply(x, a, b, self.get_base_layer(), float(self.scaling[name]), p,
+                              self.training)
+
+
+def fuse(model) -> int:
+    """Route every peft LoRA layer over a plain or 4-bit linear base through
+    :class:`_QLoraLinear`; returns how many layers were fused. The check is repeated on each
+    call, so a layer that later gets a second adapter, DoRA or a merge falls back to peft."""
+    from peft.tuners.lora import LoraLayer
+
+    n = 0
+    for m in model.modules():
+        if isinstance(m, LoraLayer) and isinstance(m, torch.nn.Module) and _plain(m):
+            m.forward = types.MethodType(_forward, m)
+            n += 1
+    return n
+
+
+def unfuse(model) -> None:
+    for m in model.modules():
+        if "forward" in vars(m) and getattr(m.forward, "__func__", None) is _forward:
+            del m.forward
+
