@@ -3,21 +3,29 @@
 LSH + verification gives edges between pairs at or above the threshold; their connected
 components chain: A ~ B and B ~ C put A and C in one cluster even when A and C are far apart,
 and at millions of documents long chains remove documents that are near nothing kept. So a
-cluster is not removed wholesale. Each cluster keeps its representative (highest judge score,
-else the earliest document); a member is removed only when its own similarity to that
-representative reaches the threshold. The members that do not (detached) are clustered again
-among themselves, with the same candidate search, and the step repeats until nothing is
-detached. Every round keeps at least one representative, so it ends.
+cluster is not removed wholesale:
+
+1. each cluster keeps its representative (highest judge score, else the earliest document); a
+   member is removed when its own similarity to that representative reaches the threshold;
+2. the members that do not (detached; ~14% of the members on the bench corpus) are resolved
+   greedily among themselves: their candidate pairs (the same LSH bands, with all pairs of
+   buckets up to :data:`RESIDUAL_BUCKET` documents) are verified, then in priority order
+   (score, then earliest) each document not yet taken is kept and takes every verified
+   neighbour not yet taken.
+
+(Re-clustering the detached members round after round peels a long chain one representative
+at a time: 33 rounds at 3M documents, hundreds at 10M. The greedy step is one pass.)
 
 What it guarantees, whatever the corpus:
 
 * every removed document is at or above the threshold to the kept document it names;
-* no two kept documents form a verified candidate pair (the only near-duplicates left in the
-  output are pairs the LSH bands never proposed).
+* no two kept documents form a verified candidate pair (near-duplicates left in the output are
+  pairs the LSH bands never proposed, or members of a bucket bigger than
+  :data:`RESIDUAL_BUCKET` linked only through its first member).
 
 Both engines and both paths (in memory and streamed) call :func:`resolve`, with their own
-``similarity`` (exact Jaccard or the signature estimate) and ``recluster`` (components of a
-subset of the documents, found the same way as the first clustering).
+``similarity`` (exact Jaccard or the signature estimate) and ``column`` (one band's keys for
+every document: an array slice in memory, a file on disk when streamed).
 """
 
 from __future__ import annotations
@@ -29,7 +37,8 @@ import numpy as np
 from datakit.curate import minhash as mh
 
 Similarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
-Recluster = Callable[[np.ndarray], np.ndarray]
+Column = Callable[[int], np.ndarray]
+RESIDUAL_BUCKET = 512  # bucket size up to which the detached members' candidate pairs are all pairs
 
 
 def representatives(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -52,31 +61,70 @@ def representatives(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, 
 
 
 def resolve(label: np.ndarray, scores: np.ndarray, threshold: float, similarity: Similarity,
-            recluster: Recluster) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+            column: Column, bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """Removals from cluster labels (``label[i]`` = the root of i's component).
 
-    ``similarity(u, v)``: similarity of document pairs (global indices). ``recluster(idx)``:
-    component labels of the documents ``idx`` among themselves, as positions in ``idx``.
-    Returns (removed, their representative, similarity to it, clusters, rounds), sorted by the
-    removed index; ``clusters`` counts the kept documents that have at least one removal."""
+    ``similarity(u, v)``: similarity of document pairs (global indices); ``column(j)``: band
+    ``j``'s key of every document. Returns (removed, their representative, similarity to it,
+    clusters), sorted by the removed index; ``clusters`` counts the kept documents that have
+    at least one removal."""
     members, rep = representatives(label, scores)
-    out_m, out_r, out_s = [], [], []
-    rounds = 0
-    while len(members):
-        rounds += 1
-        sim = similarity(members, rep)
-        near = sim >= threshold
-        out_m.append(members[near])
-        out_r.append(rep[near])
-        out_s.append(sim[near])
-        far = np.sort(members[~near])
-        if len(far) < 2:
-            break
-        m, r = representatives(recluster(far), scores[far])
-        members, rep = far[m], far[r]
-    if not out_m:
-        e = np.zeros(0, dtype=np.int64)
-        return e, e, np.zeros(0), 0, 0
-    m, r, s = np.concatenate(out_m), np.concatenate(out_r), np.concatenate(out_s)
+    sim = similarity(members, rep)
+    near = sim >= threshold
+    parts = [(members[near], rep[near], sim[near])]
+    far = np.sort(members[~near])
+    if len(far) > 1:
+        parts.append(greedy(far, scores, threshold, similarity, column, bands))
+    m, r, s = (np.concatenate(x) for x in zip(*parts))
     order = np.argsort(m, kind="stable")
-    return m[order], r[order], s[order], len(mh.unique_sorted(r)), rounds
+    return m[order], r[order], s[order], len(mh.unique_sorted(r))
+
+
+def candidate_pairs(idx: np.ndarray, column: Column, bands: int, max_bucket: int = RESIDUAL_BUCKET
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate pairs ``(u, v)``, ``u < v``, unique, as positions in ``idx``: documents of
+    ``idx`` that share a key in some band."""
+    n = len(idx)
+    us, vs = [], []
+    for j in range(bands):
+        u, v = mh.band_pairs(column(j)[idx], max_bucket)
+        us.append(u)
+        vs.append(v)
+    u, v = np.concatenate(us), np.concatenate(vs)
+    if not len(u):
+        return u, v
+    pair = mh.unique_sorted(np.minimum(u, v) * n + np.maximum(u, v))
+    return pair // n, pair % n
+
+
+def greedy(idx: np.ndarray, scores: np.ndarray, threshold: float, similarity: Similarity,
+           column: Column, bands: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy resolution of the documents ``idx`` (sorted): in priority order (highest score,
+    NaN lowest, then earliest) a document not yet taken is kept and takes each verified
+    neighbour not yet taken. Returns (removed, the kept document that took each, similarity)."""
+    n = len(idx)
+    u, v = candidate_pairs(idx, column, bands)
+    s = similarity(idx[u], idx[v]) if len(u) else np.zeros(0)
+    ok = s >= threshold
+    u, v, s = u[ok], v[ok], s[ok]
+    a, b, w = np.concatenate([u, v]), np.concatenate([v, u]), np.concatenate([s, s])
+    o = np.argsort(a, kind="stable")
+    a, b, w = a[o], b[o], w[o]
+    start = np.searchsorted(a, np.arange(n + 1))
+    pr = scores[idx]
+    pr = np.where(np.isnan(pr), -np.inf, pr)
+    owner = np.full(n, -1, dtype=np.int64)
+    took = np.zeros(n)
+    has_edges = start[1:] > start[:-1]
+    for d in np.lexsort((idx, -pr)).tolist():
+        if owner[d] >= 0:
+            continue
+        owner[d] = d
+        if not has_edges[d]:
+            continue
+        nb, ws = b[start[d]:start[d + 1]], w[start[d]:start[d + 1]]
+        free = owner[nb] < 0
+        owner[nb[free]] = d
+        took[nb[free]] = ws[free]
+    gone = np.flatnonzero(owner != np.arange(n))
+    return idx[gone], idx[owner[gone]], took[gone]

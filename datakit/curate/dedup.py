@@ -255,15 +255,13 @@ def resolve_clusters(rows: list[dict[str, Any]], labels: np.ndarray, sig: np.nda
                      cfg: mh.MinHashConfig) -> tuple[list[Removal], int]:
     """One representative per cluster (the highest judge score, else and on ties the earliest
     record); a member is removed only when it is within the threshold of its representative,
-    the others are clustered again (:func:`clusters.resolve`). ``skip``: records already
+    the others are resolved greedily among themselves (:func:`clusters.resolve`). ``skip``: records already
     removed (decontamination)."""
     scores = np.array([np.nan if (s := _judge_score(r)) is None else s for r in rows], dtype=np.float64)
 
-    def recluster(idx: np.ndarray) -> np.ndarray:
-        return clusters_from_keys(keys[idx], sig[idx], cfg, [texts[i] for i in idx.tolist()])[0]
-
-    m, rep, sim, n_clusters, _ = resolve(labels, scores, cfg.threshold,
-                                         lambda u, v: pair_similarity(texts, sig, u, v, cfg), recluster)
+    m, rep, sim, n_clusters = resolve(labels, scores, cfg.threshold,
+                                      lambda u, v: pair_similarity(texts, sig, u, v, cfg),
+                                      lambda j: keys[:, j], keys.shape[1])
     removed = [Removal(i, "near_duplicate", str(rows[r]["id"]), round(s, 4))
                for i, r, s in zip(m.tolist(), rep.tolist(), sim.tolist()) if i not in skip]
     return removed, n_clusters

@@ -20,7 +20,7 @@ removals as the in-memory path, in bounded memory:
    most once, as in memory;
 3. representatives (highest judge score, else earliest) and the similarity of each member to
    its representative, with numpy over the cluster labels; members below the threshold are
-   clustered again among themselves, band by band as in 2 (:func:`clusters.resolve`);
+   resolved greedily among themselves from their own candidate pairs (:func:`clusters.resolve`);
 4. :func:`write_stream` reads the input again line by line and writes kept and removed rows
    as it goes (JSONL), each file atomically.
 
@@ -413,11 +413,7 @@ def dedup_stream(rows: JsonlRows, *, cfg: mh.MinHashConfig, fields: Sequence[str
                     against_counts[rem.against] = against_counts.get(rem.against, 0) + 1
                 for f in against.files:
                     against_counts.setdefault(str(f), 0)
-            def recluster(idx: np.ndarray) -> np.ndarray:
-                return cluster_bands(len(idx), lambda j: band(j)[idx], texts, sig, cfg,
-                                     similarity=lambda u, v: verifier(idx[u], idx[v]))
-
-            members, rep, sim, n_clusters, _ = resolve(label, scores, cfg.threshold, verifier, recluster)
+            members, rep, sim, n_clusters = resolve(label, scores, cfg.threshold, verifier, band, b)
             del label
             if contaminated:
                 gone = np.isin(members, np.fromiter(contaminated, dtype=np.int64))
