@@ -165,7 +165,8 @@ def run_baseline(path: str, batches: list[int], warmup: int, steps: int) -> dict
     return {"load_s": round(load_s, 1), "rows": rows}
 
 
-def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_batches: list[int]) -> dict:
+def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_batches: list[int],
+                dpo: bool = True) -> dict:
     import bitsandbytes as bnb
     import torch
 
@@ -224,8 +225,8 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
     model.eval()  # no LoRA dropout in the comparison (the two paths draw different masks)
     one = batch_tensors(D.make_batch(exs), dev)
     got = {}
-    for fused in (True, False):
-        (FL.fuse if fused else FL.unfuse)(model)
+    for fused in (True, False, "again"):  # peft twice: the run-to-run floor (flash attention's backward accumulates atomically)
+        (FL.fuse if fused is True else FL.unfuse)(model)
         for p in model.parameters():
             p.grad = None
         torch.manual_seed(3)
@@ -236,6 +237,7 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
     gf, gp = got[True][1], got[False][1]
     res["checks"]["fused_vs_peft_loss_rel_err"] = abs(got[True][0] - got[False][0]) / abs(got[False][0])
     res["checks"]["fused_vs_peft_grad_rel_err"] = float((gf - gp).norm() / gp.norm())
+    res["checks"]["peft_vs_peft_grad_rel_err"] = float((got["again"][1] - gp).norm() / gp.norm())
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n in saved:
@@ -266,6 +268,8 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
         rows += _sweep("datakit-no-ckpt", sft_step_factory, no_ckpt_batches, warmup, steps)
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": REENTRANT})
     res["rows"] = rows
+    if not dpo:
+        return res
 
     # ---- DPO: pairs of (prompt 512 + reply 512) tokens, chosen and rejected
     def dpo_step_factory(mb):
@@ -302,7 +306,8 @@ def child(args) -> None:
     if args.child == "baseline":
         res = run_baseline(args.model_dir, args.batches, args.warmup, args.steps)
     else:
-        res = run_datakit(args.model_dir, args.batches, args.warmup, args.steps, args.no_ckpt_batches)
+        res = run_datakit(args.model_dir, args.batches, args.warmup, args.steps, args.no_ckpt_batches,
+                          dpo=not args.no_dpo)
     res["gpu"] = torch.cuda.get_device_name(0)
     Path(args.result).write_text(json.dumps(res, indent=1))
 
@@ -336,6 +341,7 @@ def main() -> None:
                          "torch (datakit without Liger), peft (datakit without fused LoRA), drop0 (LoRA dropout 0)")
     ap.add_argument("--child", choices=["baseline", "datakit"])
     ap.add_argument("--result")
+    ap.add_argument("--no-dpo", action="store_true")
     args = ap.parse_args()
     if args.child:
         return child(args)
@@ -375,7 +381,7 @@ def main() -> None:
         res_file = out / f"{key}.json"
         cmd = [sys.executable, __file__, "--child", side, "--model-dir", str(mdir), "--result", str(res_file),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batches", *map(str, args.batches),
-               "--no-ckpt-batches", *map(str, args.no_ckpt_batches)]
+               "--no-ckpt-batches", *map(str, args.no_ckpt_batches)] + (["--no-dpo"] if args.no_dpo else [])
         t = time.time()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DK_FUSED": "1" if fused else "0", **extra}
         rc = subprocess.call(cmd, env=env)

@@ -156,6 +156,12 @@ RUNS = [  # name, method, flags, config-file settings
     ("sft-unpacked-token-budget", "sft", ["--no-pack"], {}),
     ("sft-packed-mb1 (default)", "sft", [], {}),
     ("sft-packed-mb4", "sft", ["--batch-size", "4"], {}),
+    ("sft-packed-mb4-accum1", "sft", ["--batch-size", "4", "--grad-accum", "1"], {}),
+    ("sft-packed-mb4-accum1-no-ckpt", "sft", ["--batch-size", "4", "--grad-accum", "1",
+                                               "--no-gradient-checkpointing"], {}),
+    ("sft-packed-mb8-accum1-no-ckpt", "sft", ["--batch-size", "8", "--grad-accum", "1",
+                                               "--no-gradient-checkpointing"], {}),
+    ("sft-packed-mb1 --kernels torch", "sft", ["--kernels", "torch"], {}),
 ]
 
 

@@ -35,6 +35,9 @@ from datakit.errors import UserError
 @click.option("--lora-r", type=int, default=None, help="LoRA rank [16].")
 @click.option("--lora-alpha", type=int, default=None, help="LoRA alpha [32].")
 @click.option("--lora-dropout", type=float, default=None, help="LoRA dropout [0.05].")
+@click.option("--kernels", type=click.Choice(["auto", "liger", "torch"]), default=None,
+              help="GPU kernels for RMSNorm/RoPE/SwiGLU: Liger's when installed (auto), insist (liger), "
+                   "or PyTorch's (torch) [auto].")
 @click.option("--target-modules", type=str, default=None, help="Comma-separated module names [all-linear].")
 @click.option("--4bit/--no-4bit", "load_4bit", default=None, help="QLoRA 4-bit NF4 base (CUDA) [4bit].")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,

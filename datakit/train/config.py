@@ -51,6 +51,7 @@ class TrainConfig:
     load_4bit: bool = True
     gradient_checkpointing: bool = True
     optimizer: str = "auto"  # auto: paged 8-bit AdamW on CUDA, AdamW elsewhere
+    kernels: str = "auto"  # auto: Liger's RMSNorm/RoPE/SwiGLU on CUDA when installed; liger; torch
     beta: float = 0.1
     sft_weight: float = 0.0
     seed: int = 42
@@ -114,6 +115,8 @@ class TrainConfig:
             raise bad("sft_weight", f"must be >= 0, got {self.sft_weight!r}")
         if self.optimizer not in ("auto", "paged_adamw_8bit", "adamw"):
             raise bad("optimizer", f"must be auto, paged_adamw_8bit or adamw, got {self.optimizer!r}")
+        if self.kernels not in ("auto", "liger", "torch"):
+            raise bad("kernels", f"must be auto, liger or torch, got {self.kernels!r}")
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
             self.target_modules = [t.strip() for t in self.target_modules.split(",") if t.strip()]
         if not self.target_modules:

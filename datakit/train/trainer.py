@@ -266,6 +266,9 @@ class Run:
                                 target_modules=cfg.target_modules,
                                 gradient_checkpointing=cfg.gradient_checkpointing, lora_dtype=lora_dtype,
                                 reentrant=True, fused=not cfg.shard)
+        from datakit.train import kernels as K
+
+        self.kernels = K.apply(self.model, cfg.kernels, self.device)
         self.trainable, self.total_params = M.count_params(self.model)
         if cfg.shard:
             from datakit.train import shard as S
@@ -561,7 +564,7 @@ class Run:
                             "trainable": self.trainable, "total_params": self.total_params,
                             "device": str(self.device), "load_4bit": self.load_4bit,
                             "train_items": len(self.train_ex), "eval_items": len(self.eval_items),
-                            "optimizer": self.opt_name})
+                            "optimizer": self.opt_name, "kernels": self.kernels})
 
     def _train_loop(self) -> None:
         """The optimiser steps; each is logged, evaluated and checkpointed on schedule."""
