@@ -8,10 +8,9 @@ cluster is not removed wholesale:
 1. each cluster keeps its representative (highest judge score, else the earliest document); a
    member is removed when its own similarity to that representative reaches the threshold;
 2. the members that do not (detached; ~14% of the members on the bench corpus) are resolved
-   greedily among themselves: their candidate pairs (the same LSH bands, with all pairs of
-   buckets up to :data:`RESIDUAL_BUCKET` documents) are verified, then in priority order
-   (score, then earliest) each document not yet taken is kept and takes every verified
-   neighbour not yet taken.
+   greedily among themselves: their candidate pairs (the same LSH bands and buckets as the
+   first clustering) are verified, then in priority order (score, then earliest) each
+   document not yet taken is kept and takes every verified neighbour not yet taken.
 
 (Re-clustering the detached members round after round peels a long chain one representative
 at a time: 33 rounds at 3M documents, hundreds at 10M. The greedy step is one pass.)
@@ -20,8 +19,8 @@ What it guarantees, whatever the corpus:
 
 * every removed document is at or above the threshold to the kept document it names;
 * no two kept documents form a verified candidate pair (near-duplicates left in the output are
-  pairs the LSH bands never proposed, or members of a bucket bigger than
-  :data:`RESIDUAL_BUCKET` linked only through its first member).
+  pairs the LSH bands never proposed, such as two members of a bucket of more than 64
+  documents, which are linked only through its first member).
 
 Both engines and both paths (in memory and streamed) call :func:`resolve`, with their own
 ``similarity`` (exact Jaccard or the signature estimate) and ``column`` (one band's keys for
@@ -38,7 +37,6 @@ from datakit.curate import minhash as mh
 
 Similarity = Callable[[np.ndarray, np.ndarray], np.ndarray]
 Column = Callable[[int], np.ndarray]
-RESIDUAL_BUCKET = 512  # bucket size up to which the detached members' candidate pairs are all pairs
 
 
 def representatives(label: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -80,21 +78,33 @@ def resolve(label: np.ndarray, scores: np.ndarray, threshold: float, similarity:
     return m[order], r[order], s[order], len(mh.unique_sorted(r))
 
 
-def candidate_pairs(idx: np.ndarray, column: Column, bands: int, max_bucket: int = RESIDUAL_BUCKET
-                    ) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate pairs ``(u, v)``, ``u < v``, unique, as positions in ``idx``: documents of
-    ``idx`` that share a key in some band."""
-    n = len(idx)
-    us, vs = [], []
+def verified_edges(idx: np.ndarray, column: Column, bands: int, similarity: Similarity, threshold: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of ``idx`` (as positions in it) that share a key in some band and reach the
+    threshold, with their similarity. Band by band (:func:`minhash.band_pairs`, so memory holds
+    one band's candidate pairs); a pair that was a candidate in an earlier band is not checked
+    again (as :func:`dedup_stream.cluster_bands` does)."""
+    cols = [column(j)[idx] for j in range(bands)]
+    roles = [np.zeros(len(idx), dtype=np.uint8) for _ in range(bands)]
+    us, vs, ss = [], [], []
     for j in range(bands):
-        u, v = mh.band_pairs(column(j)[idx], max_bucket)
-        us.append(u)
-        vs.append(v)
-    u, v = np.concatenate(us), np.concatenate(vs)
-    if not len(u):
-        return u, v
-    pair = mh.unique_sorted(np.minimum(u, v) * n + np.maximum(u, v))
-    return pair // n, pair % n
+        u, v = mh.band_pairs(cols[j], roles=roles[j])
+        for e in range(j):
+            if not len(u):
+                break
+            seen = (cols[e][u] == cols[e][v]) & (roles[e][u] != 3)
+            u, v = u[~seen], v[~seen]
+        if not len(u):
+            continue
+        s = similarity(idx[u], idx[v])
+        ok = s >= threshold
+        us.append(u[ok])
+        vs.append(v[ok])
+        ss.append(s[ok])
+    if not us:
+        e = np.zeros(0, dtype=np.int64)
+        return e, e, np.zeros(0)
+    return np.concatenate(us), np.concatenate(vs), np.concatenate(ss)
 
 
 def greedy(idx: np.ndarray, scores: np.ndarray, threshold: float, similarity: Similarity,
@@ -103,10 +113,7 @@ def greedy(idx: np.ndarray, scores: np.ndarray, threshold: float, similarity: Si
     NaN lowest, then earliest) a document not yet taken is kept and takes each verified
     neighbour not yet taken. Returns (removed, the kept document that took each, similarity)."""
     n = len(idx)
-    u, v = candidate_pairs(idx, column, bands)
-    s = similarity(idx[u], idx[v]) if len(u) else np.zeros(0)
-    ok = s >= threshold
-    u, v, s = u[ok], v[ok], s[ok]
+    u, v, s = verified_edges(idx, column, bands, similarity, threshold)
     a, b, w = np.concatenate([u, v]), np.concatenate([v, u]), np.concatenate([s, s])
     o = np.argsort(a, kind="stable")
     a, b, w = a[o], b[o], w[o]
