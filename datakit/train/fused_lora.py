@@ -47,10 +47,9 @@ class _QLoraLinear(torch.autograd.Function):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         w = _weight(base, x.dtype)
-        y = x2 @ w.t()
+        bias = None if base.bias is None else base.bias.to(x.dtype)
+        y = torch.nn.functional.linear(x2, w, bias)  # the bias inside the GEMM: rounded once, as bitsandbytes does
         del w
-        if base.bias is not None:
-            y += base.bias.to(y.dtype)
         mask = None
         if p > 0 and training:  # one kernel, as nn.Dropout: the kept inputs scaled by 1/(1-p), and the mask
             xd, mask = torch.native_dropout(x2, p, True)
