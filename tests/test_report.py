@@ -207,3 +207,37 @@ def test_text_heuristics():
     assert zh_lead("请帮我翻译这句话") == "翻译"
     assert (n_tokens("two words"), n_tokens("写一首诗 about it"), n_tokens("")) == (2, 6, 0)
     assert (language("Write a poem"), language("写一首关于春天的诗"), language("Écris un poème très précis")) == ("en", "zh", "other")
+
+
+def test_records_by_method(tmp_path):
+    """Self-instruct, persona-steered, evolved and multi-turn records side by side: counts,
+    reasons, lengths and turns per ``lineage.method``, in report.json and on the card."""
+    import copy
+
+    from test_report_fixture import RECORDS, REJECTED
+
+    run = make_run(tmp_path / "run")
+    recs = [copy.deepcopy(r) for r in RECORDS[:4]]
+    recs[1]["lineage"]["persona"] = "p-017"
+    recs[2]["lineage"].update(method="evolve", parent="g00001-00-00")
+    recs[3]["lineage"].update(method="converse", parent="g00001-00-00", turns=3)
+    evolved_out = dict(copy.deepcopy(RECORDS[0]), id="e1", instruction="Write a sonnet about two cats at dawn.",
+                       output="one two three four five six")
+    evolved_out["lineage"].update(method="evolve", parent="g00001-00-00")
+    rej = copy.deepcopy(REJECTED[0])
+    rej["lineage"].update(method="evolve")
+    rej["reason"] = "evolve_not_harder"
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs + [evolved_out]))
+    (run / "rejected.jsonl").write_text("".join(json.dumps(r) + "\n" for r in REJECTED + [rej]))
+    rep = _report(run)
+    by = {m["method"]: m for m in rep["generate"]["lineage"]["methods"]}
+    assert set(by) == {"self-instruct", "self-instruct + persona", "evolve", "converse"}
+    assert (by["evolve"]["accepted"], by["evolve"]["rejected"]) == (2, 1)
+    assert by["evolve"]["top_rejections"] == [["evolve_not_harder", 1]]
+    assert by["evolve"]["mean_output_tokens"] == (5 + 6) / 2  # "Red leaves fall slowly down", six words
+    assert by["converse"]["mean_turns"] == 3 and by["self-instruct"]["mean_turns"] == 1
+    assert by["self-instruct + persona"]["accepted"] == 1
+    committed = [r for r in REJECTED if (r.get("lineage") or {}).get("round", 0) <= 2]  # state.json: round 2
+    assert by["self-instruct"]["rejected"] == len(committed)
+    html = (run / "card" / "card.html").read_text(encoding="utf-8")
+    assert "self-instruct + persona" in html and "evolve_not_harder (1)" in html

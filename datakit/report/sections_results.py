@@ -80,6 +80,16 @@ def _usage_rows(cost: dict[str, Any]) -> list[list[Any]]:
 def lineage_cost(rep: dict[str, Any], card: Card) -> dict[str, Any]:
     lin, cost = rep["generate"]["lineage"], rep["cost"]
     blocks: list[dict[str, Any]] = []
+    methods = lin.get("methods") or []
+    if methods:
+        blocks.append(table(["method", "accepted", "rejected", "accepted share", "mean instruction tokens",
+                             "mean output tokens", "mean turns", "top rejection reasons"],
+                            [[m["method"], m["accepted"], m["rejected"],
+                              "" if m["accept_rate"] is None else f"{m['accept_rate']:.0%}",
+                              "" if m["mean_instruction_tokens"] is None else m["mean_instruction_tokens"],
+                              "" if m["mean_output_tokens"] is None else m["mean_output_tokens"],
+                              "" if m["mean_turns"] is None else m["mean_turns"],
+                              ", ".join(f"{r} ({c})" for r, c in m["top_rejections"])] for m in methods]))
     if lin["makers"]:
         blocks.append(table(["part", "teacher", "model", "accepted records"],
                             [[m["part"], m["teacher"], m["model"], m["records"]] for m in lin["makers"]]))
