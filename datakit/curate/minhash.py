@@ -5,8 +5,7 @@ Pipeline: normalise (NFKC, casefold, whitespace) -> shingles (word or character 
 documents sharing a band key are candidates -> candidates whose exact Jaccard (of the shingle
 sets; or, with ``verify=False``, the share of equal signature values) reaches the threshold
 are linked -> clusters are the connected components (min-label propagation with pointer
-jumping, not union-find),
-represented by their earliest member.
+jumping, not union-find); which members are removed is decided in :mod:`datakit.curate.clusters`.
 
 Every step is a numpy operation over a batch of documents; there is no Python loop per
 document, token, shingle or permutation. A batch is normalised and tokenised in one pass
