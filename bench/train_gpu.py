@@ -303,7 +303,16 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
 def child(args) -> None:
     import torch
 
-    if args.child == "baseline":
+    if args.child in ("trl-sft", "trl-dpo"):
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import trl_rows
+
+        if args.child == "trl-sft":
+            res = {"rows": trl_rows.sft_rows(args.model_dir, args.tokenizer, args.batches, args.warmup, args.steps, SEQ)}
+        else:
+            res = {"rows": [], "dpo_rows": trl_rows.dpo_rows(args.model_dir, args.tokenizer, [1, 4], args.warmup,
+                                                             args.steps)}
+    elif args.child == "baseline":
         res = run_baseline(args.model_dir, args.batches, args.warmup, args.steps)
     else:
         res = run_datakit(args.model_dir, args.batches, args.warmup, args.steps, args.no_ckpt_batches,
@@ -339,7 +348,9 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=[],
                     help="more runs after those: SIDE[:OPT,...], SIDE baseline or datakit, OPT liger (baseline), "
                          "torch (datakit without Liger), peft (datakit without fused LoRA), drop0 (LoRA dropout 0)")
-    ap.add_argument("--child", choices=["baseline", "datakit"])
+    ap.add_argument("--child", choices=["baseline", "datakit", "trl-sft", "trl-dpo"])
+    ap.add_argument("--trl", action="store_true", help="also TRL's SFTTrainer and DPOTrainer (bench/trl_rows.py)")
+    ap.add_argument("--tokenizer", default=None, help="a tokenizer folder for the TRL rows (DPOTrainer tokenizes text)")
     ap.add_argument("--result")
     ap.add_argument("--no-dpo", action="store_true")
     args = ap.parse_args()
@@ -365,6 +376,10 @@ def main() -> None:
         sides += ([] if args.skip_baseline else [("baseline", k, FUSED)]) + [("datakit", k, FUSED)]
     if args.unfused:
         sides.append(("datakit", "peft", False))
+    if args.trl:
+        if not args.tokenizer:
+            raise SystemExit("--trl needs --tokenizer DIR")
+        sides += [("trl-sft", "trl-sft", FUSED), ("trl-dpo", "trl-dpo", FUSED)]
     for v in args.variants:
         side, _, opts = v.partition(":")
         sides.append((side, v.replace(":", "_").replace(",", "_"), opts))
@@ -381,7 +396,8 @@ def main() -> None:
         res_file = out / f"{key}.json"
         cmd = [sys.executable, __file__, "--child", side, "--model-dir", str(mdir), "--result", str(res_file),
                "--steps", str(args.steps), "--warmup", str(args.warmup), "--batches", *map(str, args.batches),
-               "--no-ckpt-batches", *map(str, args.no_ckpt_batches)] + (["--no-dpo"] if args.no_dpo else [])
+               "--no-ckpt-batches", *map(str, args.no_ckpt_batches)] + (["--no-dpo"] if args.no_dpo else []) \
+            + (["--tokenizer", args.tokenizer] if args.tokenizer else [])
         t = time.time()
         env = {**os.environ, "PYTHONUNBUFFERED": "1", "DK_FUSED": "1" if fused else "0", **extra}
         rc = subprocess.call(cmd, env=env)
@@ -389,7 +405,7 @@ def main() -> None:
         report[key]["wall_s"] = round(time.time() - t, 1)
         report[key]["fused"] = fused
         (out / "train_gpu.json").write_text(json.dumps(report, indent=1))
-    if args.runs > 1 or args.unfused or args.variants:
+    if args.runs > 1 or args.unfused or args.variants or args.trl:
         print_runs(report)
     (out / "train_gpu.json").write_text(json.dumps(report, indent=1))
     print_table(report)
