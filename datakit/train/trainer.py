@@ -98,7 +98,8 @@ def _fingerprint(cfg: TrainConfig, data_sha: str, world: int = 1) -> str:
     a step). A single process adds nothing, so single-process checkpoints keep their old key."""
     keep = {k: v for k, v in cfg.to_dict().items()
             if k not in ("out", "resume", "eval_every", "save_every", "log_every", "samples",
-                         "sample_tokens", "merge", "max_steps", "extra", "batch_tokens", "shard")}
+                         "sample_tokens", "merge", "max_steps", "extra", "batch_tokens", "shard",
+                         "kernels")}  # kernels: the same maths, faster (older checkpoints have no such key)
     keep["data_sha"] = data_sha
     if (cfg.method == "dpo" or not cfg.pack) and cfg.micro_budget():
         # micro-batches sized in tokens; packed SFT and counted micro-batches (batch_tokens 0)
