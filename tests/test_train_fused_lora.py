@@ -112,11 +112,26 @@ def test_dropout_matches_the_same_mask_by_hand(monkeypatch):
     assert torch.allclose(x2.grad, gx, atol=1e-5)
     assert 0.15 < 1 - mask.float().mean() < 0.45
     model.eval()  # no dropout outside training: equal to the base + adapter without a mask
-    with torch.no_grad():
-        y_eval = layer(x)
-        FL.unfuse(model)
-        assert torch.allclose(y_eval, layer(x), atol=1e-5)
+    y_eval = layer(x)
+    FL.unfuse(model)
+    assert torch.allclose(y_eval, layer(x), atol=1e-5)
     assert len(masks) == 1
+
+
+def test_without_gradients_peft_runs(monkeypatch):
+    """Evaluation and generation (no gradients) take peft's path: bitsandbytes' one-token kernel
+    multiplies by the 4-bit weights without dequantising them whole."""
+    model = _model()
+    FL.fuse(model)
+    calls = []
+    real = FL._QLoraLinear.apply
+    monkeypatch.setattr(FL._QLoraLinear, "apply", lambda *a: calls.append(1) or real(*a))
+    ids = torch.randint(0, 256, (1, 5))
+    with torch.no_grad():
+        model(input_ids=ids)
+    assert calls == []
+    model(input_ids=ids).logits.sum().backward()
+    assert len(calls) == 14
 
 
 def test_layers_it_cannot_take_stay_on_peft():

@@ -12,7 +12,8 @@ backward  ``g_x = g_y W + ((s * g_y B) A) [* mask]``             (W dequantised 
           ``g_B = g_y^T (s * drop(x) A^T);  g_A = (s * g_y B)^T drop(x)``
 
 It saves only ``x`` (or the dropped ``x`` and its mask when dropout is on) and the r-wide
-``s * drop(x) A^T``, and never keeps the dequantised weight. The adapter stays peft's: the
+``s * drop(x) A^T``, and never keeps the dequantised weight. It is used when gradients are on
+(training); without them (evaluation, generation) the layer takes peft's path. The adapter stays peft's: the
 same parameters, names and saved files; :func:`fuse` only replaces ``forward`` on the layers it
 can take (one active adapter, no DoRA, no adapter bias, not merged, base ``nn.Linear`` or
 bitsandbytes ``Linear4bit``) and leaves any other layer on peft's path.
@@ -104,7 +105,9 @@ def _plain(layer) -> bool:
 
 
 def _forward(self, x, *args, **kwargs):
-    if args or kwargs or not _plain(self):
+    # without gradients (eval loss, sampling, validation answers) peft's path: for one token at a
+    # time bitsandbytes multiplies by the 4-bit weights directly, never dequantising them whole
+    if args or kwargs or not torch.is_grad_enabled() or not _plain(self):
         return type(self).forward(self, x, *args, **kwargs)
     name = self.active_adapters[0]
     a, b = self.lora_A[name].weight, self.lora_B[name].weight
