@@ -704,7 +704,7 @@ class Run:
         return {
             "method": cfg.method, "model": self.spec.label, "data": cfg.data, "out": str(self.out),
             "device": str(self.device), "world_size": self.world, "load_4bit": self.load_4bit,
-            "optimizer": self.opt_name, "steps": self.total_steps, "resumed_from": self.start_step,
+            "optimizer": self.opt_name, "kernels": self.kernels, "steps": self.total_steps, "resumed_from": self.start_step,
             "train_items": len(self.train_ex), "eval_items": len(self.eval_items),
             "train_encoding": self.train_stats.to_dict(), "eval_encoding": self.eval_stats.to_dict(),
             "first_loss": self.first_loss, "last_loss": self.last_loss,
