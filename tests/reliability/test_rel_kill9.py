@@ -122,14 +122,25 @@ def server():
         yield srv
 
 
-def test_generate_killed_5_times(tmp_path, server):
+@pytest.fixture(scope="module")
+def slow_server():
+    with FakeOpenAIServer(responder=rel_responder, latency=0.1) as srv:
+        yield srv
+
+
+def test_generate_killed_5_times(tmp_path, slow_server):
+    # a slower teacher, and kill times within the reference run's own length: on a quiet fast
+    # machine the whole run took ~2 s, so kills drawn up to 2.5 s often found it finished
+    server = slow_server
     toml = teacher_toml(tmp_path / "t.toml", server.base_url, concurrency=2)
     args = lambda out: ["generate", "--num", "40", "--out", str(out), "--config", str(toml),
                         "--requests-per-round", "2"]
+    t0 = time.monotonic()
     assert run_cli(*args(tmp_path / "ref")).returncode == 0
+    span = max(1.0, 0.6 * (time.monotonic() - t0))
     run = tmp_path / "run"
     ledger = ServerLedger(server, run / "cache.sqlite")
-    alive = kill_cycle(args(run), run, kill_points([run / "records.jsonl", run / "state.json"], 2.5), ledger)
+    alive = kill_cycle(args(run), run, kill_points([run / "records.jsonl", run / "state.json"], span), ledger)
     assert alive >= 3
     done = run_cli(*args(run))
     assert done.returncode == 0, done.stderr
