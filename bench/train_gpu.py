@@ -37,6 +37,7 @@ REENTRANT = os.environ.get("DK_REENTRANT", "1") == "1"  # the trainer's default;
 LORA_DROPOUT = float(os.environ.get("DK_LORA_DROPOUT", "0.05"))  # datakit side only: the trainer's default
 FUSED = os.environ.get("DK_FUSED", "1") == "1"  # datakit's one-function LoRA layers (DK_FUSED=0: peft's modules)
 KERNELS = os.environ.get("DK_KERNELS", "auto")  # datakit side: Liger's RMSNorm/RoPE/SwiGLU when installed
+OPT = os.environ.get("DK_OPT", "paged8")  # datakit side: paged8 (the trainer's default) or adamw (torch, fused)
 BASE_LIGER = os.environ.get("DK_BASE_LIGER", "0") == "1"  # baseline side: apply_liger_kernel_to_qwen2() as documented
 SHAPE = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
              num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768, rope_theta=1e6,
@@ -185,10 +186,11 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
 
     kernels = K.apply(model, KERNELS, dev)
     master = Fp32Master(p for p in model.parameters() if p.requires_grad)
-    opt = bnb.optim.PagedAdamW8bit(master.params, lr=1e-4)
+    opt = (torch.optim.AdamW(master.params, lr=1e-4, fused=True) if OPT == "adamw"
+           else bnb.optim.PagedAdamW8bit(master.params, lr=1e-4))
     vocab = model.config.vocab_size
     res: dict = {"load_s": round(load_s, 1), "checks": {}, "kernels": kernels, "fused": FUSED,
-                 "lora_dropout": LORA_DROPOUT}
+                 "lora_dropout": LORA_DROPOUT, "optimizer": OPT}
 
     # ---- correctness on the GPU: chunked loss vs full logits; packed vs one by one
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -347,7 +349,8 @@ def main() -> None:
     ap.add_argument("--unfused", action="store_true", help="one more datakit run with peft's LoRA modules (DK_FUSED=0)")
     ap.add_argument("--variants", nargs="*", default=[],
                     help="more runs after those: SIDE[:OPT,...], SIDE baseline or datakit, OPT liger (baseline), "
-                         "torch (datakit without Liger), peft (datakit without fused LoRA), drop0 (LoRA dropout 0)")
+                         "torch (datakit without Liger), peft (datakit without fused LoRA), drop0 (LoRA dropout 0), "
+                         "adamw (datakit with torch's fused AdamW instead of paged 8-bit)")
     ap.add_argument("--child", choices=["baseline", "datakit", "trl-sft", "trl-dpo"])
     ap.add_argument("--trl", action="store_true", help="also TRL's SFTTrainer and DPOTrainer (bench/trl_rows.py)")
     ap.add_argument("--tokenizer", default=None, help="a tokenizer folder for the TRL rows (DPOTrainer tokenizes text)")
@@ -385,12 +388,16 @@ def main() -> None:
         sides.append((side, v.replace(":", "_").replace(",", "_"), opts))
     for side, k, fused in sides:
         key = side if k == 0 else (k if isinstance(k, str) and k.startswith(side) else f"{side}_{k}")
+        n = 1
+        while key in report:  # the same variant twice
+            key, n = f"{key.rsplit('#', 1)[0]}#{n}", n + 1
         extra = {}
         if isinstance(fused, str):  # a variant's options
             opts = set(filter(None, fused.split(",")))
             extra = {"DK_BASE_LIGER": "1" if "liger" in opts else "0",
                      "DK_KERNELS": "torch" if "torch" in opts else KERNELS,
-                     "DK_LORA_DROPOUT": "0" if "drop0" in opts else str(LORA_DROPOUT)}
+                     "DK_LORA_DROPOUT": "0" if "drop0" in opts else str(LORA_DROPOUT),
+                     "DK_OPT": "adamw" if "adamw" in opts else OPT}
             fused = "peft" not in opts
         print(f"{key} …", flush=True)
         res_file = out / f"{key}.json"
