@@ -199,19 +199,10 @@ class Fp32Master:
             self.params = self.model_params
 
     def pull_grads(self) -> None:
-        """The half-precision gradients into float32 buffers kept from step to step (one
-        multi-tensor copy, not a conversion and an allocation per tensor)."""
         if self.same:
             return
-        import torch
-
-        if getattr(self, "_bufs", None) is None:
-            self._bufs = [torch.empty_like(m) for m in self.params]
-        idx = [i for i, p in enumerate(self.model_params) if p.grad is not None]
-        if idx:
-            torch._foreach_copy_([self._bufs[i] for i in idx], [self.model_params[i].grad for i in idx])
-        for i, (m, p) in enumerate(zip(self.params, self.model_params)):
-            m.grad = None if p.grad is None else self._bufs[i]
+        for m, p in zip(self.params, self.model_params):
+            m.grad = None if p.grad is None else p.grad.float()
             p.grad = None
 
     def push(self) -> None:
