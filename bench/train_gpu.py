@@ -44,11 +44,21 @@ SHAPE = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, nu
              rms_norm_eps=1e-6, tie_word_embeddings=False)
 
 
-def build(path: Path, layers: int) -> dict:
-    import torch
-    from transformers import Qwen2Config, Qwen2ForCausalLM
+# a 7B-class shape of a second family (--family llama3-8b): Llama-3-8B
+LLAMA3_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
+                 num_key_value_heads=8, vocab_size=128256, max_position_embeddings=8192, rope_theta=500000.0,
+                 rms_norm_eps=1e-5, tie_word_embeddings=False)
+FAMILIES = {"qwen2.5-7b": ("Qwen2Config", "Qwen2ForCausalLM", SHAPE),
+            "llama3-8b": ("LlamaConfig", "LlamaForCausalLM", LLAMA3_8B)}
 
-    cfg = Qwen2Config(**{**SHAPE, "num_hidden_layers": layers})
+
+def build(path: Path, layers: int, family: str = "qwen2.5-7b") -> dict:
+    import torch
+    import transformers
+
+    conf_cls, model_cls, shape = FAMILIES[family]
+    Qwen2ForCausalLM = getattr(transformers, model_cls)  # noqa: N806 - the family's model class
+    cfg = getattr(transformers, conf_cls)(**{**shape, "num_hidden_layers": layers})
     t = time.time()
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
@@ -339,7 +349,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--model-dir", default=None, help="[/tmp/qwen7b-shaped-<layers>L]")
-    ap.add_argument("--layers", type=int, default=28)
+    ap.add_argument("--layers", type=int, default=None, help="[the family's own: 28 for Qwen2.5-7B, 32 for Llama-3-8B]")
+    ap.add_argument("--family", choices=sorted(FAMILIES), default="qwen2.5-7b")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -362,17 +373,20 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    mdir = Path(args.model_dir or f"/tmp/qwen7b-shaped-{args.layers}L")
+    shape = FAMILIES[args.family][2]
+    args.layers = args.layers or shape["num_hidden_layers"]
+    mdir = Path(args.model_dir or (f"/tmp/qwen7b-shaped-{args.layers}L" if args.family == "qwen2.5-7b"
+                                   else f"/tmp/{args.family}-shaped-{args.layers}L"))
     if (mdir / "config.json").exists():
         have = json.loads((mdir / "config.json").read_text()).get("num_hidden_layers")
         if have != args.layers:
             raise SystemExit(f"{mdir} holds a {have}-layer model, not {args.layers}: use another --model-dir")
     report: dict = {"date": time.strftime("%Y-%m-%d"), "versions": _versions(), "seq_len": SEQ,
                     "reentrant": REENTRANT, "lora_dropout": LORA_DROPOUT,
-                    "shape": {**SHAPE, "num_hidden_layers": args.layers}}
+                    "family": args.family, "shape": {**shape, "num_hidden_layers": args.layers}}
     if not (mdir / "config.json").exists():
         print(f"building the random-weight model ({args.layers} layers) …", flush=True)
-        report["build"] = build(mdir, args.layers)
+        report["build"] = build(mdir, args.layers, args.family)
         print("  ", report["build"], flush=True)
     sides = []
     for k in range(args.runs):
@@ -446,7 +460,7 @@ def print_table(rep: dict) -> None:
     dk = [r for r in rep.get("datakit", {}).get("rows", []) if not r.get("oom")]
     b1 = next((r for r in base if r["micro_batch"] == 1), None)
     bbest = max(base, key=lambda r: r["tokens_per_s"], default=None)
-    print(f"\nQLoRA, {rep['shape']['num_hidden_layers']}-layer Qwen2.5-7B shape, seq {SEQ}, "
+    print(f"\nQLoRA, {rep['shape']['num_hidden_layers']}-layer {rep.get('family', 'qwen2.5-7b')} shape, seq {SEQ}, "
           f"{rep.get('datakit', {}).get('gpu', '?')}, {rep['versions']}")
     print(f"{'config':<18}{'mb':>4}{'tok/s':>10}{'alloc GiB':>11}{'resv GiB':>10}{'x speed':>9}{'mem ratio':>11}")
     for r in base + dk:
