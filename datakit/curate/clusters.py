@@ -78,22 +78,36 @@ def resolve(label: np.ndarray, scores: np.ndarray, threshold: float, similarity:
     return m[order], r[order], s[order], len(mh.unique_sorted(r))
 
 
-def verified_edges(idx: np.ndarray, column: Column, bands: int, similarity: Similarity, threshold: float
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pairs of ``idx`` (as positions in it) that share a key in some band and reach the
-    threshold, with their similarity. Band by band (:func:`minhash.band_pairs`, so memory holds
-    one band's candidate pairs); a pair that was a candidate in an earlier band is not checked
-    again (as :func:`dedup_stream.cluster_bands` does)."""
-    cols = [column(j)[idx] for j in range(bands)]
-    roles = [np.zeros(len(idx), dtype=np.uint8) for _ in range(bands)]
-    us, vs, ss = [], [], []
+def band_candidates(column: Column, bands: int, n: int, keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None):
+    """Per band ``j``: ``(j, u, v)``, the candidate pairs of :func:`minhash.band_pairs` on
+    ``column(j)`` (``n`` documents) that ``keep`` (a boolean mask over the pairs; all when None)
+    lets through and that were not already candidates in an earlier band (same key there, and
+    not left out of a big bucket's star). So each candidate pair comes out once, in the first band
+    that proposes it, with one band's keys and pairs in memory (earlier bands' keys are asked of
+    ``column`` again)."""
+    roles: list[np.ndarray] = []  # each band's bucket roles (see band_pairs), 1 byte per document
     for j in range(bands):
-        u, v = mh.band_pairs(cols[j], roles=roles[j])
+        roles.append(np.zeros(n, dtype=np.uint8))
+        u, v = mh.band_pairs(column(j), roles=roles[j])
+        if keep is not None and len(u):
+            ok = keep(u, v)
+            u, v = u[ok], v[ok]
         for e in range(j):
             if not len(u):
                 break
-            seen = (cols[e][u] == cols[e][v]) & (roles[e][u] != 3)
+            col = column(e)
+            seen = (col[u] == col[v]) & (roles[e][u] != 3)
             u, v = u[~seen], v[~seen]
+        yield j, u, v
+
+
+def verified_edges(idx: np.ndarray, column: Column, bands: int, similarity: Similarity, threshold: float
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of ``idx`` (as positions in it) that share a key in some band and reach the
+    threshold, with their similarity (:func:`band_candidates`: each pair checked once)."""
+    cols = [column(j)[idx] for j in range(bands)]  # the subset's keys: small, read once
+    us, vs, ss = [], [], []
+    for _, u, v in band_candidates(cols.__getitem__, bands, len(idx)):
         if not len(u):
             continue
         s = similarity(idx[u], idx[v])

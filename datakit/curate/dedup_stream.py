@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from datakit.curate import minhash as mh
-from datakit.curate.clusters import resolve
+from datakit.curate.clusters import band_candidates, resolve
 from datakit.errors import UserError
 
 CHUNK = 100_000
@@ -365,18 +365,8 @@ def cluster_bands(n: int, band: Callable[[int], np.ndarray], texts: TextStore,
     similarity = similarity or (lambda u, v: _similarity(texts, sig, u, v, cfg))
     b, _ = cfg.band_rows()
     label = np.arange(n, dtype=np.int64)
-    roles = []  # each band's bucket roles (see band_pairs), 1 byte per document
-    for j in range(b):
-        roles.append(np.zeros(n, dtype=np.uint8))
-        u, v = mh.band_pairs(band(j), roles=roles[j])
-        apart = label[u] != label[v]
-        u, v = u[apart], v[apart]
-        for earlier in range(j):  # a pair that was a candidate in an earlier band was decided there
-            if not len(u):
-                break
-            col = band(earlier)
-            seen = (col[u] == col[v]) & (roles[earlier][u] != 3)
-            u, v = u[~seen], v[~seen]
+    # a pair already joined through earlier bands needs no check: it would change no cluster
+    for j, u, v in band_candidates(band, b, n, keep=lambda u, v: label[u] != label[v]):
         ok = similarity(u, v) >= cfg.threshold
         mh.merge_components(label, u[ok], v[ok])
         if progress is not None:
