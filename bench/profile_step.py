@@ -31,9 +31,7 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     import train_gpu as TG
-    from datakit.train import data as D
     from datakit.train.model import Fp32Master, ModelSpec, add_lora, load_model
-    from datakit.train.trainer import batch_tensors, forward_nll
 
     mdir = Path(args.model_dir or f"/tmp/qwen7b-shaped-{args.layers}L")
     if not (mdir / "config.json").exists():
@@ -47,23 +45,11 @@ def main() -> None:
     print("kernels:", K.apply(model, args.kernels, dev), "fused LoRA:", bool(args.fused), flush=True)
     master = Fp32Master(p for p in model.parameters() if p.requires_grad)
     opt = bnb.optim.PagedAdamW8bit(master.params, lr=1e-4)
-    vocab = model.config.vocab_size
     model.train()
     base = model.get_base_model()
 
     def make(mb):
-        exs = [D.Example(torch.randint(0, vocab, (TG.SEQ,)).tolist(), [True] * TG.SEQ) for _ in range(mb)]
-        t = batch_tensors(D.make_batch(exs), dev)
-        n = t["targets"].numel()
-
-        def step():
-            loss = forward_nll(model, t).sum() / n
-            loss.backward()
-            master.pull_grads()
-            opt.step()
-            master.push()
-            opt.zero_grad(set_to_none=True)
-        return step
+        return TG.sft_step(model, master, opt, dev, mb)
 
     for name, mb, ckpt in (("mb1 checkpointing", 1, True), ("mb4 no checkpointing", 4, False)):
         if not ckpt:

@@ -176,6 +176,29 @@ def run_baseline(path: str, batches: list[int], warmup: int, steps: int) -> dict
     return {"load_s": round(load_s, 1), "rows": rows}
 
 
+def sft_step(model, master, opt, dev, mb: int):
+    """One optimiser step of datakit's SFT loss on ``mb`` random rows of ``SEQ`` tokens (a closure
+    over the batch, built once)."""
+    import torch
+
+    from datakit.train import data as D
+    from datakit.train.trainer import batch_tensors, forward_nll
+
+    vocab = model.config.vocab_size
+    exs = [D.Example(torch.randint(0, vocab, (SEQ,)).tolist(), [True] * SEQ) for _ in range(mb)]
+    t = batch_tensors(D.make_batch(exs), dev)
+    n = t["targets"].numel()
+
+    def step():
+        loss = forward_nll(model, t).sum() / n
+        loss.backward()
+        master.pull_grads()
+        opt.step()
+        master.push()
+        opt.zero_grad(set_to_none=True)
+    return step
+
+
 def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_batches: list[int],
                 dpo: bool = True) -> dict:
     import bitsandbytes as bnb
@@ -260,18 +283,7 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
     print("  checks:", res["checks"], flush=True)
 
     def sft_step_factory(mb):
-        exs = [D.Example(torch.randint(0, vocab, (SEQ,)).tolist(), [True] * SEQ) for _ in range(mb)]
-        t = batch_tensors(D.make_batch(exs), dev)
-        n = t["targets"].numel()
-
-        def step():
-            loss = forward_nll(model, t).sum() / n
-            loss.backward()
-            master.pull_grads()
-            opt.step()
-            master.push()
-            opt.zero_grad(set_to_none=True)
-        return step
+        return sft_step(model, master, opt, dev, mb)
 
     base = model.get_base_model()
     rows = _sweep("datakit", sft_step_factory, batches, warmup, steps)
@@ -404,7 +416,7 @@ def main() -> None:
         key = side if k == 0 else (k if isinstance(k, str) and k.startswith(side) else f"{side}_{k}")
         n = 1
         while key in report:  # the same variant twice
-            key, n = f"{key.rsplit('#', 1)[0]}#{n}", n + 1
+            key, n = f"{key.rsplit('-run', 1)[0]}-run{n + 1}", n + 1
         extra = {}
         if isinstance(fused, str):  # a variant's options
             opts = set(filter(None, fused.split(",")))

@@ -93,8 +93,25 @@ def _row(name: str, mb: int, tokens_per_item: int, timer) -> dict:
             "step_times": [round(x, 4) for x in timer.times]}
 
 
-def sft_rows(path: str, tokenizer: str, batches: list[int], warmup: int, steps: int, seq: int) -> list[dict]:
+def _measure(name: str, mb: int, tokens_per_item: int, make_trainer, warmup: int) -> dict:
+    """Train ``make_trainer(timer)`` and return its row (or an out-of-memory row), freeing the GPU."""
     import torch
+
+    timer = _timer(warmup)
+    try:
+        trainer = make_trainer(timer)
+        trainer.train()
+        row = _row(name, mb, tokens_per_item, timer)
+    except torch.cuda.OutOfMemoryError:
+        row = {"config": name, "micro_batch": mb, "oom": True}
+    print(f"  {row}", flush=True)
+    trainer = None
+    if _cuda():
+        torch.cuda.empty_cache()
+    return row
+
+
+def sft_rows(path: str, tokenizer: str, batches: list[int], warmup: int, steps: int, seq: int) -> list[dict]:
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import SFTConfig, SFTTrainer
@@ -106,19 +123,9 @@ def sft_rows(path: str, tokenizer: str, batches: list[int], warmup: int, steps: 
         rng = random.Random(mb)
         data = Dataset.from_list([{"input_ids": [rng.randrange(vocab) for _ in range(seq)]}
                                   for _ in range(mb * (warmup + steps + 1))])
-        timer = _timer(warmup)
-        try:
-            trainer = SFTTrainer(model=_model(path), args=SFTConfig(**_common(mb, warmup + steps), max_length=seq,
-                                                                     packing=False),
-                                 train_dataset=data, processing_class=tok, peft_config=_lora(), callbacks=[timer])
-            trainer.train()
-            rows.append(_row("trl-sft", mb, seq, timer))
-        except torch.cuda.OutOfMemoryError:
-            rows.append({"config": "trl-sft", "micro_batch": mb, "oom": True})
-        print(f"  {rows[-1]}", flush=True)
-        trainer = None
-        if _cuda():
-            torch.cuda.empty_cache()
+        rows.append(_measure("trl-sft", mb, seq, lambda timer: SFTTrainer(
+            model=_model(path), args=SFTConfig(**_common(mb, warmup + steps), max_length=seq, packing=False),
+            train_dataset=data, processing_class=tok, peft_config=_lora(), callbacks=[timer]), warmup))
     return rows
 
 
@@ -135,7 +142,6 @@ def _words(tok) -> list[str]:
 
 
 def dpo_rows(path: str, tokenizer: str, batches: list[int], warmup: int, steps: int, side: int = 512) -> list[dict]:
-    import torch
     from datasets import Dataset
     from transformers import AutoTokenizer
     from trl import DPOConfig, DPOTrainer
@@ -150,19 +156,12 @@ def dpo_rows(path: str, tokenizer: str, batches: list[int], warmup: int, steps: 
         text = lambda: "".join(rng.choice(words) for _ in range(side))  # noqa: E731
         data = Dataset.from_list([{"prompt": text(), "chosen": text(), "rejected": text()}
                                   for _ in range(mb * (warmup + steps + 1))])
-        timer = _timer(warmup)
-        try:
-            cfg = DPOConfig(**_common(mb, warmup + steps), max_length=4 * side, beta=0.1)
-            trainer = DPOTrainer(model=_model(path), args=cfg, train_dataset=data, processing_class=tok,
-                                 peft_config=_lora(), callbacks=[timer])
-            trainer.train()
-            r = _row("trl-dpo", mb, 4 * side, timer)  # chosen and rejected, each prompt + reply
+        cfg = DPOConfig(**_common(mb, warmup + steps), max_length=4 * side, beta=0.1)
+        # tokens: chosen and rejected, each prompt + reply
+        r = _measure("trl-dpo", mb, 4 * side, lambda timer: DPOTrainer(
+            model=_model(path), args=cfg, train_dataset=data, processing_class=tok, peft_config=_lora(),
+            callbacks=[timer]), warmup)
+        if not r.get("oom"):
             r["pairs_per_s"] = round(mb / r["step_s"], 2)
-            rows.append(r)
-        except torch.cuda.OutOfMemoryError:
-            rows.append({"config": "trl-dpo", "micro_batch": mb, "oom": True})
-        print(f"  {rows[-1]}", flush=True)
-        trainer = None
-        if _cuda():
-            torch.cuda.empty_cache()
+        rows.append(r)
     return rows
