@@ -38,3 +38,41 @@ def jsonl(path: str | os.PathLike) -> list[dict]:
     if not p.exists():
         return []
     return [json.loads(l) for l in p.read_text(encoding="utf-8").splitlines() if l.strip()]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_ranks(script: Path, spec: Path, world: int, hard_timeout: float, what: str = "ranks"
+              ) -> list[subprocess.CompletedProcess]:
+    """Start ``python SCRIPT SPEC`` ``world`` times as torchrun would (RANK, LOCAL_RANK,
+    WORLD_SIZE, MASTER_* in the environment), wait for all under one hard deadline, and kill them
+    all and fail the test if it passes (a rank hung in a collective)."""
+    import time
+
+    import pytest
+
+    port, procs = free_port(), []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", TQDM_DISABLE="1",
+                   PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        procs.append(subprocess.Popen([sys.executable, str(script), str(spec)], env=env, cwd=REPO,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    deadline, done = time.monotonic() + hard_timeout, []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
+            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.communicate()
+        pytest.fail(f"the {world} {what} did not finish within {hard_timeout} s (a rank hung in a collective)")
+    return done

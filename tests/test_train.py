@@ -126,6 +126,18 @@ def test_truncation_is_counted(tokenizer):
 
 # --------------------------------------------------------------------------- packing
 
+def transformers_nll(model, exs) -> "torch.Tensor":
+    """Per-target losses from the plain transformers model (its own attention, one example at a
+    time, full logits): the reference the trainer's packed, chunked loss must equal."""
+    ref = []
+    for e in exs:
+        logits = model(input_ids=torch.tensor([e.ids])).logits[0].float()
+        t = torch.tensor(D.make_batch([e]).targets)
+        keep = t != D.IGNORE
+        ref.append(torch.nn.functional.cross_entropy(logits[keep], t[keep], reduction="none"))
+    return torch.cat(ref)
+
+
 def test_packing_resets_positions_and_matches_unpacked(tokenizer, tiny_model_dir):
     from datakit.train.trainer import batch_tensors, forward_nll
 
@@ -140,14 +152,7 @@ def test_packing_resets_positions_and_matches_unpacked(tokenizer, tiny_model_dir
     with torch.no_grad():
         packed = forward_nll(model, batch_tensors(batch, "cpu"))
         single = torch.cat([forward_nll(model, batch_tensors(D.make_batch([e]), "cpu")) for e in exs])
-        # and the plain transformers model (its own SDPA, one example at a time) agrees
-        ref = []
-        for e in exs:
-            logits = model(input_ids=torch.tensor([e.ids])).logits[0].float()
-            t = torch.tensor(D.make_batch([e]).targets)
-            keep = t != D.IGNORE
-            ref.append(torch.nn.functional.cross_entropy(logits[keep], t[keep], reduction="none"))
-        ref = torch.cat(ref)
+        ref = transformers_nll(model, exs)
     assert packed.shape == single.shape == ref.shape
     assert torch.allclose(packed, single, atol=1e-4, rtol=1e-4)
     assert torch.allclose(packed, ref, atol=1e-4, rtol=1e-4)

@@ -11,11 +11,7 @@ random-weight Qwen2 with SmolLM2's real tokenizer (see test_train.py).
 from __future__ import annotations
 
 import json
-import os
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +24,7 @@ if not torch.distributed.is_available():
 
 from datakit.errors import UserError  # noqa: E402
 from datakit.train.config import make_config  # noqa: E402
+from helpers import run_ranks  # noqa: E402
 from test_train import _sft_rows, _write_jsonl, tiny_model_dir, tokenizer  # noqa: E402,F401 - fixtures
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,40 +39,13 @@ def _one_thread():
     torch.set_num_threads(old)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(tmp_path: Path, config: dict, outs: list[str], self_init: list[bool]) -> list[subprocess.CompletedProcess]:
     """Start the ranks like torchrun (RANK/WORLD_SIZE/MASTER_* in the environment), wait for
     both under one hard deadline, kill them all if it passes."""
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"config": config, "out_by_rank": outs, "self_init": self_init,
                                 "timeout_s": 60, "result": str(tmp_path / "rank{rank}.pt")}))
-    port = _free_port()
-    procs = []
-    for rank in range(len(outs)):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(len(outs)),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", TQDM_DISABLE="1",
-                   PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen([sys.executable, str(REPO / "tests" / "ddp_worker.py"), str(spec)],
-                                      env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                      text=True))
-    deadline = time.monotonic() + HARD_TIMEOUT_S
-    done = []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.communicate()
-        pytest.fail(f"the {len(procs)} ranks did not finish within {HARD_TIMEOUT_S} s (a rank hung in a collective)")
-    return done
+    return run_ranks(REPO / "tests" / "ddp_worker.py", spec, len(outs), HARD_TIMEOUT_S)
 
 
 def _config(tmp_path: Path, model_dir: Path, **kw) -> dict:

@@ -19,7 +19,8 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
 from helpers import run_cli  # noqa: E402
-from test_train import _dpo_rows, _one_thread, _sft_rows, _write_jsonl, tokenizer  # noqa: E402,F401
+from test_train import (_dpo_rows, _one_thread, _sft_rows, _write_jsonl, tokenizer,  # noqa: E402,F401
+                        transformers_nll)
 
 from datakit.train import data as D  # noqa: E402
 
@@ -79,13 +80,7 @@ def test_packed_equals_one_by_one_and_transformers(family, tokenizer):  # noqa: 
     with torch.no_grad():
         packed = forward_nll(model, batch_tensors(D.make_batch(exs), "cpu"))
         single = torch.cat([forward_nll(model, batch_tensors(D.make_batch([e]), "cpu")) for e in exs])
-        ref = []
-        for e in exs:
-            logits = model(input_ids=torch.tensor([e.ids])).logits[0].float()
-            t = torch.tensor(D.make_batch([e]).targets)
-            keep = t != D.IGNORE
-            ref.append(torch.nn.functional.cross_entropy(logits[keep], t[keep], reduction="none"))
-        ref = torch.cat(ref)
+        ref = transformers_nll(model, exs)
     assert torch.allclose(packed, single, atol=1e-4, rtol=1e-4), name
     assert torch.allclose(packed, ref, atol=1e-4, rtol=1e-4), name
 

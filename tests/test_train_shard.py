@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -160,34 +158,13 @@ def test_cli_shard_with_one_process_exits_2_with_one_line(tmp_path):
 
 # --------------------------------------------------------------------------- two sharded processes
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _launch(tmp_path: Path, config: dict, outs: list[str]) -> list[subprocess.CompletedProcess]:
     """Start the ranks as torchrun would, under one hard deadline; kill them all if it passes."""
+    from helpers import run_ranks
+
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"config": config, "out_by_rank": outs, "result": str(tmp_path / "rank{rank}.json")}))
-    port, procs = _free_port(), []
-    for rank in range(len(outs)):
-        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(len(outs)),
-                   MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1", TQDM_DISABLE="1",
-                   PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        procs.append(subprocess.Popen([sys.executable, __file__, str(spec)], env=env, cwd=REPO,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    deadline, done = time.monotonic() + HARD_TIMEOUT_S, []
-    try:
-        for p in procs:
-            out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            done.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
-    except subprocess.TimeoutExpired:
-        for p in procs:
-            p.kill()
-        for p in procs:
-            p.communicate()
-        pytest.fail(f"the sharded ranks did not finish within {HARD_TIMEOUT_S} s (a rank hung in a collective)")
+    done = run_ranks(Path(__file__), spec, len(outs), HARD_TIMEOUT_S, "sharded ranks")
     failed = [(rank, p) for rank, p in enumerate(done) if p.returncode != 0]
     assert not failed, "\n".join(f"rank {r} exited {p.returncode}:\n{p.stderr[-3000:]}" for r, p in failed)
     return done

@@ -62,3 +62,12 @@ def make_run(path: Path, n: int) -> Path:
                                           "output": f"generated {i}", "lineage": {"teacher": "gen", "model": "g"}}
                                          for i in range(n)])
     return path
+
+
+def without_cached(obj):
+    """A log row without the ``cached`` flags (a rerun serves answers from the cache)."""
+    if isinstance(obj, dict):
+        return {k: without_cached(v) for k, v in obj.items() if k != "cached"}
+    if isinstance(obj, list):
+        return [without_cached(v) for v in obj]
+    return obj

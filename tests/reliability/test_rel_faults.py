@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import make_run, rel_responder, teacher_toml
+from conftest import make_run, rel_responder, teacher_toml, without_cached
 from datakit.config import TeacherConfig, load_config
 from datakit.errors import TeacherError, UserError
 from datakit.judge.run import JudgeOptions, RespondOptions, judge, respond
@@ -38,15 +38,6 @@ def injected(srv: FakeOpenAIServer) -> Counter:
 
 def parse_faults(cell: str) -> Counter:
     return Counter({k: int(v) for k, v in (p.split(":") for p in cell.split())}) if cell != "-" else Counter()
-
-
-def without_cached(obj):
-    """A log row without the ``cached`` flags (a rerun serves answers from the cache)."""
-    if isinstance(obj, dict):
-        return {k: without_cached(v) for k, v in obj.items() if k != "cached"}
-    if isinstance(obj, list):
-        return [without_cached(v) for v in obj]
-    return obj
 
 
 def gen_args(srv, out, toml, num=60):

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import make_run, rel_responder, teacher_toml
+from conftest import make_run, rel_responder, teacher_toml, without_cached
 from datakit.config import load_config
 from datakit.judge.run import JudgeOptions, RespondOptions, judge, respond
-from datakit.records import read_jsonl, read_records, read_table, write_table
+from datakit.records import read_jsonl, read_table, write_table
 from datakit.teachers.fake_server import FakeOpenAIServer, body_key
 from helpers import REPO, jsonl, run_cli
 
@@ -34,19 +34,20 @@ def _sizes(paths: list[Path]) -> tuple:
 
 
 def kill_at(argv: list[str], *, after: float | None = None, watch: list[Path] | None = None,
-            then: float = 0.0, limit: float = 60.0) -> bool:
-    """Start ``datakit ARGV``, SIGKILL it ``after`` seconds, or the moment one of ``watch`` changes
-    size (plus ``then`` seconds). Returns True when it was still running at the kill."""
+            until=None, then: float = 0.0, limit: float = 60.0) -> bool:
+    """Start ``datakit ARGV``, SIGKILL it ``after`` seconds, the moment one of ``watch`` changes
+    size, or the moment ``until()`` is true (plus ``then`` seconds). Returns True when it was
+    still running at the kill."""
     p = subprocess.Popen([sys.executable, "-m", "datakit", *argv], cwd=REPO, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
     t0, start = time.monotonic(), _sizes(watch or [])
     while time.monotonic() - t0 < limit and p.poll() is None:
         if after is not None and time.monotonic() - t0 >= after:
             break
-        if watch and _sizes(watch) != start:
+        if (watch and _sizes(watch) != start) or (until is not None and until()):
             time.sleep(then)
             break
-        time.sleep(0.002)
+        time.sleep(0.001)
     alive = p.poll() is None
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -104,14 +105,6 @@ def kill_cycle(argv, out: Path, points: list[dict], ledger: ServerLedger | None 
         if ledger:
             ledger.note()
     return alive
-
-
-def without_cached(obj):
-    if isinstance(obj, dict):
-        return {k: without_cached(v) for k, v in obj.items() if k != "cached"}
-    if isinstance(obj, list):
-        return [without_cached(v) for v in obj]
-    return obj
 
 
 # --------------------------------------------------------------------------- teacher commands
@@ -212,12 +205,10 @@ def test_file_commands_killed_5_times(tmp_path, corpus, command):
     out.mkdir()
     result = Path(argv(out)[-1])
     # "during a write": the moment a temp file appears beside the output (the atomic write)
-    points = [{"after": RNG.uniform(0.2, span)} for _ in range(KILLS - 2)] + [{"watch": [out]}] * 2
+    temp_file = lambda: any(x.name.endswith(".tmp") for x in out.iterdir())  # noqa: E731
+    points = [{"after": RNG.uniform(0.2, span)} for _ in range(KILLS - 2)] + [{"until": temp_file}] * 2
     for point in points:
-        if "watch" in point:
-            alive = _kill_on_temp_file(argv(out), out)
-        else:
-            alive = kill_at(argv(out), **point)
+        kill_at(argv(out), **point)
         assert_readable(out)
         assert not result.exists() or read_table(result) == read_table(ref / result.name), \
             "a killed run left a partial output"
@@ -226,20 +217,6 @@ def test_file_commands_killed_5_times(tmp_path, corpus, command):
     # a writer killed mid-write may leave its hidden temp file (".NAME.xxxx.tmp"); no reader
     # looks at those, and the output itself is whole
     assert all(p.name.startswith(".") for p in out.iterdir() if p.name.endswith(".tmp"))
-
-
-def _kill_on_temp_file(argv: list[str], folder: Path) -> bool:
-    p = subprocess.Popen([sys.executable, "-m", "datakit", *argv], cwd=REPO, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    t0 = time.monotonic()
-    while p.poll() is None and time.monotonic() - t0 < 60:
-        if any(x.name.endswith(".tmp") for x in folder.iterdir()):
-            break
-        time.sleep(0.001)
-    alive = p.poll() is None
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    return alive
 
 
 # --------------------------------------------------------------------------- train
