@@ -1,5 +1,7 @@
 """datakit/train/kernels.py and --kernels: what runs where, and one-line refusals."""
 
+import json
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ class _Tiny(torch.nn.Module):
         model_type = "qwen2"
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_cpu_runs_pytorch_kernels_and_liger_is_refused_in_one_line():
     cpu = torch.device("cpu")
     assert K.apply(_Tiny(), "auto", cpu) == "torch"
@@ -35,3 +38,17 @@ def test_kernels_do_not_block_resume(tmp_path):
     a = make_config(None, data="d.jsonl", model="m", out=str(tmp_path), kernels="auto")
     b = make_config(None, data="d.jsonl", model="m", out=str(tmp_path), kernels="torch")
     assert _fingerprint(a, "sha") == _fingerprint(b, "sha")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
+def test_cli_liger_without_a_gpu_is_one_line_before_the_model_loads(tmp_path):
+    from helpers import assert_user_error, run_cli
+
+    data = tmp_path / "sft.jsonl"
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    data.write_text((json.dumps(row) + "\n") * 6)
+    proc = run_cli("train", "--data", str(data), "--model", "bundled", "--out", str(tmp_path / "out"),
+                   "--kernels", "liger", "--max-steps", "1", "--no-validate")
+    assert_user_error(proc, "--kernels liger", "CUDA")
+    assert "loading" not in proc.stderr + proc.stdout  # refused before the model loads
+    assert not (tmp_path / "out").exists()

@@ -27,18 +27,31 @@ def liger_available() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
+def _unavailable(device) -> str | None:
+    """Why Liger cannot run here (None: it can)."""
+    if getattr(device, "type", str(device)) != "cuda":
+        return "Liger's kernels need a CUDA GPU"
+    if not liger_available():
+        return "liger-kernel is not installed (pip install 'datakit[gpu]')"
+    return None
+
+
+def check(kernels: str, device) -> None:
+    """Before anything heavy loads: a bad ``kernels`` value, or ``liger`` where it cannot run, is
+    a one-line error (the model type is checked by :func:`apply`, once the model is loaded)."""
+    if kernels not in CHOICES:
+        raise UserError(f"unknown kernels {kernels!r} (use one of {', '.join(CHOICES)})", field="kernels")
+    if kernels == "liger" and (why := _unavailable(device)):
+        raise UserError(f"--kernels liger: {why}", field="kernels")
+
+
 def apply(model, kernels: str, device) -> str:
     """Patch ``model`` (a transformers causal LM, before or after peft wrapping) per ``kernels``;
     returns what it runs with: ``"liger"`` or ``"torch"``."""
-    if kernels not in CHOICES:
-        raise UserError(f"unknown kernels {kernels!r} (use one of {', '.join(CHOICES)})", field="kernels")
+    check(kernels, device)
     if kernels == "torch":
         return "torch"
-    why = None
-    if getattr(device, "type", str(device)) != "cuda":
-        why = "Liger's kernels need a CUDA GPU"
-    elif not liger_available():
-        why = "liger-kernel is not installed (pip install 'datakit[gpu]')"
+    why = _unavailable(device)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if why is None:
         from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN

@@ -247,6 +247,9 @@ class Run:
         cfg = self.cfg
         self._init_processes()
         self.device = M.pick_device()
+        from datakit.train import kernels as K
+
+        K.check(cfg.kernels, self.device)  # before the model loads
         self.dtype = M.compute_dtype(self.device)
         # on CUDA the adapters are stored in the compute dtype (float32 masters in the optimiser);
         # on the CPU everything is float32
@@ -269,8 +272,6 @@ class Run:
                                 target_modules=cfg.target_modules,
                                 gradient_checkpointing=cfg.gradient_checkpointing, lora_dtype=lora_dtype,
                                 reentrant=True, fused=not cfg.shard)
-        from datakit.train import kernels as K
-
         self.kernels = K.apply(self.model, cfg.kernels, self.device)
         self.trainable, self.total_params = M.count_params(self.model)
         if cfg.shard:
