@@ -22,7 +22,6 @@ import math
 from typing import Any
 
 from datakit.generate.loop import SelfInstruct
-from datakit.records import Record
 from datakit.runs import RunDir
 from datakit.seeds import load_seeds
 from datakit.teachers.estimate import Estimate, _tokenizer, approx_tokens, planning_pool, prompt_tokens
