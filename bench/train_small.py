@@ -105,7 +105,7 @@ def tolerance(model_dir: Path, sft: Path, dpo: Path) -> dict:
         model.train()
         rows = (D.read_dpo_rows if method == "dpo" else D.read_sft_rows)(str(path))[:16]
         items, _ = run._encode(tok, rows)
-        loss_fn = run._dpo_loss if method == "dpo" else run._sft_loss
+        loss_fn = run._loss
         idx = list(range(len(items)))
         denom = len(idx) if method == "dpo" else sum(run._targets_in([i], items) for i in idx)
 

@@ -160,8 +160,8 @@ def test_dpo_many_pairs_in_one_micro_batch_equal_one_by_one(tmp_path, tokenizer,
     run = _run_with_model(tmp_path, tiny_model_dir, method="dpo", sft_weight=0.3)
     pairs, _ = D.encode_dpo(tokenizer, _varied_dpo_rows(12), max_len=256)
     mb = list(range(len(pairs)))
-    one, g_one, infos = _loss_and_grads(run, run._dpo_loss, [[i] for i in mb], pairs, len(mb))
-    many, g_many, (info,) = _loss_and_grads(run, run._dpo_loss, [mb], pairs, len(mb))
+    one, g_one, infos = _loss_and_grads(run, run._loss, [[i] for i in mb], pairs, len(mb))
+    many, g_many, (info,) = _loss_and_grads(run, run._loss, [mb], pairs, len(mb))
     assert many == pytest.approx(one, rel=1e-5)
     assert float((g_many - g_one).norm() / g_one.norm()) < 1e-5 and float(g_one.norm()) > 0
     for key in ("dpo_sum", "margin_sum", "acc_sum", "chosen_sum"):
@@ -173,8 +173,8 @@ def test_unpacked_sft_examples_in_one_micro_batch_equal_one_by_one(tmp_path, tok
     exs, _ = D.encode_sft(tokenizer, [r["messages"] for r in _sft_rows(10)], max_len=256)
     mb = list(range(len(exs)))
     denom = sum(run._targets_in([i], exs) for i in mb)
-    one, g_one, _ = _loss_and_grads(run, run._sft_loss, [[i] for i in mb], exs, denom)
-    many, g_many, _ = _loss_and_grads(run, run._sft_loss, [mb], exs, denom)
+    one, g_one, _ = _loss_and_grads(run, run._loss, [[i] for i in mb], exs, denom)
+    many, g_many, _ = _loss_and_grads(run, run._loss, [mb], exs, denom)
     assert many == pytest.approx(one, rel=1e-5)
     assert float((g_many - g_one).norm() / g_one.norm()) < 1e-5 and float(g_one.norm()) > 0
 

@@ -38,6 +38,9 @@ from datakit.errors import UserError
 @click.option("--kernels", type=click.Choice(["auto", "liger", "torch"]), default=None,
               help="GPU kernels for RMSNorm/RoPE/SwiGLU: Liger's when installed (auto), insist (liger), "
                    "or PyTorch's (torch) [auto].")
+@click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="Replay each micro-batch shape's forward and backward as a CUDA graph (GPU; auto: unless "
+                   "--shard; on: insist) [auto].")
 @click.option("--target-modules", type=str, default=None, help="Comma-separated module names [all-linear].")
 @click.option("--4bit/--no-4bit", "load_4bit", default=None, help="QLoRA 4-bit NF4 base (CUDA) [4bit].")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,

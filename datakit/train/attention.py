@@ -49,7 +49,8 @@ def _varlen_fn():
 def block_causal_mask(cu_seqlens: torch.Tensor, total: int, device: torch.device) -> torch.Tensor:
     """[total, total] bool: True where query i may attend key j (same sequence, j <= i)."""
     seq = torch.zeros(total, dtype=torch.long, device=device)
-    seq[cu_seqlens[1:-1].long()] = 1
+    starts = cu_seqlens[1:-1].long()
+    seq[starts[starts < total]] = 1  # empty sequences (a graph's padding) repeat a start or end at total
     seq = seq.cumsum(0)
     idx = torch.arange(total, device=device)
     return (seq[:, None] == seq[None, :]) & (idx[None, :] <= idx[:, None])

@@ -52,6 +52,7 @@ class TrainConfig:
     gradient_checkpointing: bool = True
     optimizer: str = "auto"  # auto: paged 8-bit AdamW on CUDA, AdamW elsewhere
     kernels: str = "auto"  # auto: Liger's RMSNorm/RoPE/SwiGLU on CUDA when installed; liger; torch
+    cuda_graphs: str = "auto"  # auto/on: replay each micro-batch shape's forward+backward as a CUDA graph; off
     beta: float = 0.1
     sft_weight: float = 0.0
     seed: int = 42
@@ -117,6 +118,8 @@ class TrainConfig:
             raise bad("optimizer", f"must be auto, paged_adamw_8bit or adamw, got {self.optimizer!r}")
         if self.kernels not in ("auto", "liger", "torch"):
             raise bad("kernels", f"must be auto, liger or torch, got {self.kernels!r}")
+        if self.cuda_graphs not in ("auto", "on", "off"):
+            raise bad("cuda_graphs", f"must be auto, on or off, got {self.cuda_graphs!r}")
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
             self.target_modules = [t.strip() for t in self.target_modules.split(",") if t.strip()]
         if not self.target_modules:

@@ -198,12 +198,19 @@ class Fp32Master:
         if self.same:
             self.params = self.model_params
 
-    def pull_grads(self) -> None:
+    def pull_grads(self, keep: bool = False) -> None:
+        """The model's gradients into the masters; the model's are dropped, or with ``keep``
+        zeroed in place (CUDA graphs accumulate into those very tensors)."""
         if self.same:
             return
         for m, p in zip(self.params, self.model_params):
             m.grad = None if p.grad is None else p.grad.float()
-            p.grad = None
+            if not keep:
+                p.grad = None
+        if keep:
+            import torch
+
+            torch._foreach_zero_([p.grad for p in self.model_params if p.grad is not None])
 
     def push(self) -> None:
         if self.same:

@@ -44,26 +44,28 @@ def _noop(kind: str, data: dict) -> None:
 def batch_tensors(batch: D.Batch, device) -> dict[str, Any]:
     import torch
 
-    ids = torch.tensor(batch.input_ids, dtype=torch.long, device=device)
-    tgt = torch.tensor(batch.targets, dtype=torch.long, device=device)
-    sel = (tgt != D.IGNORE).nonzero().squeeze(1)
+    sel = [i for i, x in enumerate(batch.targets) if x != D.IGNORE]  # on the host: no device sync
+    sel_t = torch.tensor(sel, dtype=torch.long)
     return {
-        "input_ids": ids[None],
+        "input_ids": torch.tensor(batch.input_ids, dtype=torch.long, device=device)[None],
         "position_ids": torch.tensor(batch.position_ids, dtype=torch.long, device=device)[None],
         "cu": torch.tensor(batch.cu_seqlens, dtype=torch.int32, device=device),
         "max_len": max(b - a for a, b in zip(batch.cu_seqlens, batch.cu_seqlens[1:])),
-        "sel": sel,
-        "targets": tgt[sel],
-        "seq_of_target": torch.tensor(batch.seq_index, dtype=torch.long, device=device)[sel],
+        "sel": sel_t.to(device),
+        "targets": torch.tensor([batch.targets[i] for i in sel], dtype=torch.long, device=device),
+        "seq_of_target": torch.tensor(batch.seq_index, dtype=torch.long)[sel_t].to(device),
         "n_seqs": len(batch.cu_seqlens) - 1,
     }
 
 
 def forward_nll(model, t: dict[str, Any]):
     """Per-target negative log-likelihoods (float32) of one flat batch (through the FSDP root
-    when the model is sharded, so that its hooks gather the weights)."""
+    when the model is sharded, so that its hooks gather the weights). A batch laid out for a CUDA
+    graph (:func:`datakit.train.graphs.static_tensors`) carries ``weight``: 0 where a position has
+    no target."""
     root = getattr(model, "datakit_shard_root", None)
-    return root(t) if root is not None else model_nll(model, t)
+    nll = root(t) if root is not None else model_nll(model, t)
+    return nll * t["weight"] if "weight" in t else nll
 
 
 def model_nll(model, t: dict[str, Any]):
@@ -85,9 +87,54 @@ def seq_logps(model, t, n_seqs: int):
 
     nll = forward_nll(model, t)
     sums = torch.zeros(n_seqs, dtype=torch.float32, device=nll.device).index_add(0, t["seq_of_target"], -nll)
-    counts = torch.zeros(n_seqs, dtype=torch.float32, device=nll.device).index_add(
-        0, t["seq_of_target"], torch.ones_like(nll))
+    ones = t["weight"] if "weight" in t else torch.ones_like(nll)
+    counts = torch.zeros(n_seqs, dtype=torch.float32, device=nll.device).index_add(0, t["seq_of_target"], ones)
     return sums, counts
+
+
+# --------------------------------------------------------------------------- objectives
+# tensors in, tensors out: no host sync, so that a CUDA graph can capture them (datakit.train.graphs)
+
+def sft_objective(model, t: dict[str, Any], denom):
+    """The SFT loss of one micro-batch (summed NLL / ``denom``, the step's labelled tokens) and
+    its counters as tensors."""
+    nll = forward_nll(model, t)
+    total = nll.sum()
+    return total / denom, {"nll_sum": total.detach()}
+
+
+def dpo_objective(model, t: dict[str, Any], denom, beta: float, sft_weight: float):
+    """The DPO loss of one micro-batch of pairs (chosen, rejected, chosen, ...; ``denom``: the
+    step's pairs), with the policy and the adapter-disabled reference, and its counters."""
+    import torch
+
+    from datakit.train.losses import dpo_loss
+
+    n = t["n_seqs"]
+    logp, counts = seq_logps(model, t, n)
+    with torch.no_grad(), model.disable_adapter():
+        ref, _ = seq_logps(model, t, n)
+    losses, rewards = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], beta)
+    total = losses - sft_weight * logp[0::2] / counts[0::2].clamp(min=1) if sft_weight else losses
+    margin = rewards["chosen"] - rewards["rejected"]
+    pw = t.get("pair_weight")  # a graph's layout: 0 for its empty pad pairs
+    if pw is not None:
+        total, losses = total * pw, losses * pw
+    w = 1.0 if pw is None else pw
+    stats = {"nll_sum": total.detach().sum(), "dpo_sum": losses.detach().sum(),
+             "chosen_sum": (rewards["chosen"] * w).sum(), "rejected_sum": (rewards["rejected"] * w).sum(),
+             "margin_sum": (margin * w).sum(), "acc_sum": ((margin > 0).float() * w).sum()}
+    return total.sum() / denom, stats
+
+
+def _numbers(stats: dict) -> dict[str, float]:
+    """Counter tensors as numbers, with one device sync for all of them."""
+    import torch
+
+    if not stats:
+        return {}
+    vals = torch.stack([v.detach().float().reshape(()) for v in stats.values()]).tolist()
+    return dict(zip(stats, vals))
 
 
 # --------------------------------------------------------------------------- run state
@@ -99,7 +146,7 @@ def _fingerprint(cfg: TrainConfig, data_sha: str, world: int = 1) -> str:
     keep = {k: v for k, v in cfg.to_dict().items()
             if k not in ("out", "resume", "eval_every", "save_every", "log_every", "samples",
                          "sample_tokens", "merge", "max_steps", "extra", "batch_tokens", "shard",
-                         "kernels")}  # kernels: the same maths, faster (older checkpoints have no such key)
+                         "kernels", "cuda_graphs")}  # the same maths, faster (older checkpoints have no such keys)
     keep["data_sha"] = data_sha
     if (cfg.method == "dpo" or not cfg.pack) and cfg.micro_budget():
         # micro-batches sized in tokens; packed SFT and counted micro-batches (batch_tokens 0)
@@ -181,6 +228,7 @@ class Run:
         self.rank = int(os.environ.get("RANK", "0"))
         self.emit = (on_event or _noop) if self.rank == 0 else _noop
         self.notices: list[str] = []
+        self.graphs = None  # a datakit.train.graphs.GraphRunner once planned, when CUDA graphs are on
         from datakit.train import shard as S
 
         S.check(self.cfg, self.world)
@@ -250,6 +298,9 @@ class Run:
         from datakit.train import kernels as K
 
         K.check(cfg.kernels, self.device)  # before the model loads
+        from datakit.train import graphs as G
+
+        G.check(cfg.cuda_graphs, self.device, cfg.shard)
         self.dtype = M.compute_dtype(self.device)
         # on CUDA the adapters are stored in the compute dtype (float32 masters in the optimiser);
         # on the CPU everything is float32
@@ -281,36 +332,54 @@ class Run:
 
     # ---- losses
 
-    def _sft_loss(self, micro, items, denom):
-        t = batch_tensors(D.make_batch(self._seqs(micro, items)), self.device)
-        nll = forward_nll(self.model, t)
-        return nll.sum() / denom, {"nll_sum": float(nll.detach().sum()), "n": int(nll.numel()),
-                                   "tokens": int(t["input_ids"].shape[1])}
+    def _tensors(self, micro, items, padded: bool = False):
+        """A micro-batch on the device: (graph shape key or None, tensors, its counts). ``padded``:
+        in the fixed shapes of a CUDA graph (:func:`datakit.train.graphs.static_tensors`)."""
+        batch = D.make_batch(self._seqs(micro, items))
+        pairs = len(micro) if self.cfg.method == "dpo" else None
+        counts = {"n": pairs if pairs is not None else batch.n_targets, "tokens": batch.n_tokens}
+        if padded:
+            from datakit.train.graphs import static_tensors
 
-    def _dpo_terms(self, micro, items):
+            key, t = static_tensors(batch, self.device, pairs)
+            return key, t, counts
+        return None, batch_tensors(batch, self.device), counts
+
+    def _objective(self, t, denom):
+        if self.cfg.method == "sft":
+            return sft_objective(self.model, t, denom)
+        return dpo_objective(self.model, t, denom, self.cfg.beta, self.cfg.sft_weight)
+
+    def _loss(self, micro, items, denom):
+        """One micro-batch's loss (a tensor) and its counters (numbers), eagerly."""
+        _, t, counts = self._tensors(micro, items)
+        loss, stats = self._objective(t, denom)
+        return loss, {**_numbers(stats), **counts}
+
+    def _fwd_bwd(self, t) -> dict:
+        """Forward, loss and backward of one micro-batch (``t["denom"]``: the step's count, a
+        tensor in a graph); the counters as tensors. What a CUDA graph captures."""
+        loss, stats = self._objective(t, t["denom"])
+        (loss * t["scale"] if "scale" in t else loss).backward()
+        return stats
+
+    def _micro_step(self, mb, denom, real: bool) -> dict[str, float]:
+        """Forward and backward of one of this rank's micro-batches: replayed as a CUDA graph of
+        its shape when graphs are on, else eagerly (``real`` False: a sharded run's padding,
+        computed with zero weight). Returns its counters (none for padding)."""
         import torch
 
-        seqs = self._seqs(micro, items)
-        t = batch_tensors(D.make_batch(seqs), self.device)
-        n = len(seqs)
-        logp, counts = seq_logps(self.model, t, n)
-        with torch.no_grad(), self.model.disable_adapter():
-            ref, _ = seq_logps(self.model, t, n)
-        from datakit.train.losses import dpo_loss
-
-        losses, rewards = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], self.cfg.beta)
-        sft = -logp[0::2] / counts[0::2].clamp(min=1)
-        return losses, sft, rewards, int(t["input_ids"].shape[1])
-
-    def _dpo_loss(self, micro, items, denom):
-        losses, sft, rewards, tokens = self._dpo_terms(micro, items)
-        total = losses + self.cfg.sft_weight * sft if self.cfg.sft_weight else losses
-        margin = rewards["chosen"] - rewards["rejected"]
-        return total.sum() / denom, {
-            "nll_sum": float(total.detach().sum()), "n": int(losses.numel()), "tokens": tokens,
-            "dpo_sum": float(losses.detach().sum()),
-            "chosen_sum": float(rewards["chosen"].sum()), "rejected_sum": float(rewards["rejected"].sum()),
-            "margin_sum": float(margin.sum()), "acc_sum": float((margin > 0).float().sum())}
+        if self.graphs is not None and self.graphs.active and real:
+            key, t, counts = self._tensors(mb, self.train_ex, padded=True)
+            t["denom"] = torch.full((), float(denom), dtype=torch.float32, device=self.device)
+            stats = self.graphs.run(key, t, self._fwd_bwd)
+        else:
+            _, t, counts = self._tensors(mb, self.train_ex)
+            t["denom"] = denom
+            if not real:
+                t["scale"] = 0.0
+            stats = self._fwd_bwd(t)
+        return {**_numbers(stats), **counts} if real else {}
 
     # ---- evaluation
 
@@ -323,10 +392,9 @@ class Run:
             return None
         self.model.eval()
         totals: dict[str, float] = {}
-        loss_fn = self._sft_loss if self.cfg.method == "sft" else self._dpo_loss
         with torch.no_grad():
             for mb, real in self._share(self._micro_batches_eval()):
-                _, info = loss_fn(mb, self.eval_items, 1.0)
+                _, info = self._loss(mb, self.eval_items, 1.0)
                 for key, v in (info.items() if real else ()):
                     totals[key] = totals.get(key, 0.0) + v
         totals = self._all_sum(totals)
@@ -551,6 +619,9 @@ class Run:
         self.fingerprint = _fingerprint(cfg, self.data_sha, self.world)
         self.master = M.Fp32Master(p for p in self.model.parameters() if p.requires_grad)
         self.opt, self.opt_name = make_optimizer(self.master.params, cfg, self.device, self.notice)
+        from datakit.train import graphs as G
+
+        self.graphs = G.make_runner(cfg.cuda_graphs, self.device, cfg.shard, self.master, self.notice)
         total = self.total_steps
         warmup = max(1, int(round(cfg.warmup_ratio * total))) if cfg.warmup_ratio > 0 else 0
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total, warmup))
@@ -610,15 +681,12 @@ class Run:
             denom = max(1, sum(self._targets_in(mb, self.train_ex) for mb in mbs))
         else:
             denom = max(1, sum(len(mb) for mb in mbs))
-        loss_fn = self._sft_loss if cfg.method == "sft" else self._dpo_loss
         agg: dict[str, float] = {}
         for mb, real in self._share(mbs):
-            loss, info = loss_fn(mb, self.train_ex, denom)
-            (loss if real else loss * 0.0).backward()
-            for key, v in (info.items() if real else ()):
+            for key, v in self._micro_step(mb, denom, real).items():
                 agg[key] = agg.get(key, 0.0) + v
         params = self.master.params
-        self.master.pull_grads()
+        self.master.pull_grads(keep=self.graphs is not None)  # graphs accumulate into the same .grad
         if self.world > 1 and not cfg.shard:  # sharded: FSDP has summed them already
             self._all_reduce_grads(params)
         agg = self._all_sum(agg)
@@ -707,7 +775,9 @@ class Run:
         return {
             "method": cfg.method, "model": self.spec.label, "data": cfg.data, "out": str(self.out),
             "device": str(self.device), "world_size": self.world, "load_4bit": self.load_4bit,
-            "optimizer": self.opt_name, "kernels": self.kernels, "steps": self.total_steps, "resumed_from": self.start_step,
+            "optimizer": self.opt_name, "kernels": self.kernels,
+            "cuda_graphs": self.graphs.summary() if self.graphs is not None else "off",
+            "steps": self.total_steps, "resumed_from": self.start_step,
             "train_items": len(self.train_ex), "eval_items": len(self.eval_items),
             "train_encoding": self.train_stats.to_dict(), "eval_encoding": self.eval_stats.to_dict(),
             "first_loss": self.first_loss, "last_loss": self.last_loss,
