@@ -38,6 +38,7 @@ LORA_DROPOUT = float(os.environ.get("DK_LORA_DROPOUT", "0.05"))  # datakit side 
 FUSED = os.environ.get("DK_FUSED", "1") == "1"  # datakit's one-function LoRA layers (DK_FUSED=0: peft's modules)
 KERNELS = os.environ.get("DK_KERNELS", "auto")  # datakit side: Liger's RMSNorm/RoPE/SwiGLU when installed
 OPT = os.environ.get("DK_OPT", "paged8")  # datakit side: paged8 (the trainer's default) or adamw (torch, fused)
+GRAPHS = os.environ.get("DK_GRAPHS", "1") == "1"  # datakit side: CUDA graphs (the trainer's default on a GPU)
 BASE_LIGER = os.environ.get("DK_BASE_LIGER", "0") == "1"  # baseline side: apply_liger_kernel_to_qwen2() as documented
 SHAPE = dict(hidden_size=3584, intermediate_size=18944, num_hidden_layers=28, num_attention_heads=28,
              num_key_value_heads=4, vocab_size=152064, max_position_embeddings=32768, rope_theta=1e6,
@@ -120,6 +121,7 @@ def _sweep(name: str, make_step, batches: list[int], warmup: int, steps: int, to
         try:
             step = make_step(mb)
             times = _time_steps(step, warmup, steps)
+            runner = getattr(step, "graphs", None)
         except torch.cuda.OutOfMemoryError:
             rows.append({"config": name, "micro_batch": mb, "oom": True})
             print(f"  {name} mb={mb}: out of memory", flush=True)
@@ -131,6 +133,10 @@ def _sweep(name: str, make_step, batches: list[int], warmup: int, steps: int, to
         r = {"config": name, "micro_batch": mb, "step_s": round(med, 4),
              "tokens_per_s": round(mb * tokens_per_row / med, 1), "peak_alloc_gib": alloc,
              "peak_reserved_gib": reserved, "step_times": [round(x, 4) for x in times]}
+        if runner is not None:
+            r["cuda_graphs"] = runner.summary()
+            if runner.failed:
+                print(getattr(runner, "failed_trace", ""), flush=True)
         rows.append(r)
         print(f"  {name} mb={mb}: {r['tokens_per_s']:.0f} tok/s, {alloc} GiB alloc, {reserved} GiB reserved",
               flush=True)
@@ -176,26 +182,59 @@ def run_baseline(path: str, batches: list[int], warmup: int, steps: int) -> dict
     return {"load_s": round(load_s, 1), "rows": rows}
 
 
+def graphed(model, master, t: dict, objective):
+    """``step(do_opt)``: the trainer's way with CUDA graphs on: the micro-batch in its graph's
+    fixed shapes, forward + loss + backward replayed by a GraphRunner (the first call runs eagerly
+    and captures), gradients pulled and zeroed in place. ``objective(t, denom) -> (loss, stats)``."""
+
+    from datakit.train import graphs as G
+
+    runner = G.GraphRunner(master.model_params, lambda msg: print("  notice:", msg, flush=True))
+
+    def fwd_bwd(tt):
+        loss, stats = objective(tt, tt["denom"])
+        loss.backward()
+        return stats
+
+    def run():
+        runner.run(t["key"], {k: v for k, v in t.items() if k != "key"}, fwd_bwd)
+        master.pull_grads(keep=True)
+    run.runner = runner
+    return run
+
+
 def sft_step(model, master, opt, dev, mb: int):
     """One optimiser step of datakit's SFT loss on ``mb`` random rows of ``SEQ`` tokens (a closure
-    over the batch, built once)."""
+    over the batch, built once); with CUDA graphs (DK_GRAPHS, default on) as the trainer runs it."""
     import torch
 
     from datakit.train import data as D
-    from datakit.train.trainer import batch_tensors, forward_nll
+    from datakit.train.trainer import batch_tensors, forward_nll, sft_objective
 
     vocab = model.config.vocab_size
     exs = [D.Example(torch.randint(0, vocab, (SEQ,)).tolist(), [True] * SEQ) for _ in range(mb)]
-    t = batch_tensors(D.make_batch(exs), dev)
-    n = t["targets"].numel()
+    batch = D.make_batch(exs)
+    n = batch.n_targets
+    if GRAPHS:
+        from datakit.train import graphs as G
+
+        key, t = G.static_tensors(batch, dev)
+        t["key"], t["denom"] = key, torch.full((), float(n), device=dev)
+        fb = graphed(model, master, t, lambda tt, d: sft_objective(model, tt, d))
+    else:
+        t = batch_tensors(batch, dev)
+
+        def fb():
+            loss = forward_nll(model, t).sum() / n
+            loss.backward()
+            master.pull_grads()
 
     def step():
-        loss = forward_nll(model, t).sum() / n
-        loss.backward()
-        master.pull_grads()
+        fb()
         opt.step()
         master.push()
         opt.zero_grad(set_to_none=True)
+    step.graphs = getattr(fb, "runner", None)
     return step
 
 
@@ -223,7 +262,7 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
            else bnb.optim.PagedAdamW8bit(master.params, lr=1e-4))
     vocab = model.config.vocab_size
     res: dict = {"load_s": round(load_s, 1), "checks": {}, "kernels": kernels, "fused": FUSED,
-                 "lora_dropout": LORA_DROPOUT, "optimizer": OPT}
+                 "lora_dropout": LORA_DROPOUT, "optimizer": OPT, "cuda_graphs": GRAPHS}
 
     # ---- correctness on the GPU: chunked loss vs full logits; packed vs one by one
     g = torch.Generator(device="cuda").manual_seed(1)
@@ -297,23 +336,37 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
 
     # ---- DPO: pairs of (prompt 512 + reply 512) tokens, chosen and rejected
     def dpo_step_factory(mb):
+        from datakit.train.trainer import dpo_objective
+
         seqs = []
         for _ in range(mb):
             prompt = torch.randint(0, vocab, (512,)).tolist()
             for _ in range(2):
                 seqs.append(D.Example(prompt + torch.randint(0, vocab, (512,)).tolist(), [False] * 512 + [True] * 512))
-        t = batch_tensors(D.make_batch(seqs), dev)
+        batch = D.make_batch(seqs)
+        if GRAPHS:
+            from datakit.train import graphs as G
+
+            key, t = G.static_tensors(batch, dev, n_pairs=mb)
+            t["key"], t["denom"] = key, torch.full((), float(mb), device=dev)
+            fb = graphed(model, master, t, lambda tt, d: dpo_objective(model, tt, d, 0.1, 0.0))
+        else:
+            t = batch_tensors(batch, dev)
+
+            def fb():
+                logp, _ = seq_logps(model, t, 2 * mb)
+                with torch.no_grad(), model.disable_adapter():
+                    ref, _ = seq_logps(model, t, 2 * mb)
+                losses, _ = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], 0.1)
+                losses.mean().backward()
+                master.pull_grads()
 
         def step():
-            logp, _ = seq_logps(model, t, 2 * mb)
-            with torch.no_grad(), model.disable_adapter():
-                ref, _ = seq_logps(model, t, 2 * mb)
-            losses, _ = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], 0.1)
-            losses.mean().backward()
-            master.pull_grads()
+            fb()
             opt.step()
             master.push()
             opt.zero_grad(set_to_none=True)
+        step.graphs = getattr(fb, "runner", None)
         return step
 
     dpo_rows = _sweep("datakit-dpo", dpo_step_factory, [1, 4], warmup, steps, tokens_per_row=2048)
@@ -373,7 +426,7 @@ def main() -> None:
     ap.add_argument("--variants", nargs="*", default=[],
                     help="more runs after those: SIDE[:OPT,...], SIDE baseline or datakit, OPT liger (baseline), "
                          "torch (datakit without Liger), peft (datakit without fused LoRA), drop0 (LoRA dropout 0), "
-                         "adamw (datakit with torch's fused AdamW instead of paged 8-bit)")
+                         "adamw (datakit with torch's fused AdamW instead of paged 8-bit), eager (datakit without CUDA graphs)")
     ap.add_argument("--child", choices=["baseline", "datakit", "trl-sft", "trl-dpo"])
     ap.add_argument("--trl", action="store_true", help="also TRL's SFTTrainer and DPOTrainer (bench/trl_rows.py)")
     ap.add_argument("--tokenizer", default=None, help="a tokenizer folder for the TRL rows (DPOTrainer tokenizes text)")
@@ -421,6 +474,7 @@ def main() -> None:
         if isinstance(fused, str):  # a variant's options
             opts = set(filter(None, fused.split(",")))
             extra = {"DK_BASE_LIGER": "1" if "liger" in opts else "0",
+                     "DK_GRAPHS": "0" if "eager" in opts else ("1" if GRAPHS else "0"),
                      "DK_KERNELS": "torch" if "torch" in opts else KERNELS,
                      "DK_LORA_DROPOUT": "0" if "drop0" in opts else str(LORA_DROPOUT),
                      "DK_OPT": "adamw" if "adamw" in opts else OPT}

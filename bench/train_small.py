@@ -162,6 +162,8 @@ RUNS = [  # name, method, flags, config-file settings
     ("sft-packed-mb8-accum1-no-ckpt", "sft", ["--batch-size", "8", "--grad-accum", "1",
                                                "--no-gradient-checkpointing"], {}),
     ("sft-packed-mb1 --kernels torch", "sft", ["--kernels", "torch"], {}),
+    ("sft-packed-mb1 --cuda-graphs off", "sft", ["--cuda-graphs", "off"], {}),
+    ("dpo-token-budget --cuda-graphs off", "dpo", ["--cuda-graphs", "off"], {}),
 ]
 
 
@@ -182,7 +184,8 @@ def run_one(name, method, flags, settings, model_dir: Path, data: Path, out: Pat
         later = m[2:] or m
         r.update({"tokens_per_s": statistics.median(x["tokens_per_s"] for x in later),
                   "tokens_per_step": statistics.median(x["tokens"] for x in later),
-                  "peak_gib": s["peak_mem_gib"], "first_loss": m[0]["loss"], "last_loss": m[-1]["loss"]})
+                  "peak_gib": s["peak_mem_gib"], "first_loss": m[0]["loss"], "last_loss": m[-1]["loss"],
+                  "cuda_graphs": s.get("cuda_graphs"), "steps_tokens_per_s": [x["tokens_per_s"] for x in m]})
         if method == "dpo":
             r["pairs_per_s"] = statistics.median(x["pairs_per_s"] for x in later)
             r["pairs_per_step"] = statistics.median(x["pairs"] for x in later)
@@ -196,6 +199,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench/out")
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--tolerance-only", action="store_true")
+    ap.add_argument("--only", nargs="*", default=None, help="run only the runs whose names start with these")
     args = ap.parse_args()
     import torch
 
@@ -210,7 +214,8 @@ def main() -> None:
     if args.tolerance_only:
         (out / "train_small_tolerance.json").write_text(json.dumps(rep, indent=1))
         return
-    rep["runs"] = [run_one(*spec, mdir, dpo if spec[1] == "dpo" else sft, out, args.steps) for spec in RUNS]
+    runs = [r for r in RUNS if args.only is None or any(r[0].startswith(o) for o in args.only)]
+    rep["runs"] = [run_one(*spec, mdir, dpo if spec[1] == "dpo" else sft, out, args.steps) for spec in runs]
     (out / "train_small.json").write_text(json.dumps(rep, indent=1))
     print(f"\n{'run':<36}{'tok/s':>10}{'pairs/s':>9}{'tok/step':>10}{'peak GiB':>9}")
     for r in rep["runs"]:

@@ -140,7 +140,10 @@ class GraphRunner:
                     raise RuntimeError(f"the replayed graph's counters differ from the eager ones by "
                                        f"{self.check_diff:.2e} (relative)")
         except Exception as e:  # noqa: BLE001 - any capture failure: say it once, go on eagerly
+            import traceback
+
             self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
+            self.failed_trace = "".join(traceback.format_exception(e))
             self.graphs.clear()
             self._restore(keep)
             self.notice(f"CUDA graphs: capture failed ({self.failed}); the run goes on without them")
