@@ -221,3 +221,29 @@ def test_replayed_steps_train_like_eager_ones(tmp_path, method, dropout):
     for k, v in eager.items():
         assert got_info[k] == pytest.approx(v, rel=2e-2, abs=1e-3), k
     assert float((got - want).norm() / want.norm()) < 2e-2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU")
+def test_a_failed_capture_falls_back_to_eager_and_random_ops_still_work():
+    """A function that cannot be captured (a host sync after a random op): the runner says so
+    once, the micro-batch's eager result stands, and later calls, random ones too, run eagerly."""
+    w = torch.nn.Parameter(torch.randn(64, 64, device="cuda"))
+    said = []
+    runner = G.GraphRunner([w], said.append)
+    x = torch.randn(8, 64, device="cuda")
+
+    def fn(t):
+        y = torch.nn.functional.dropout(t["x"] @ w, 0.1, True)
+        if float(y.sum()) > 1e30:  # a host sync: not capturable
+            y = y * 2
+        loss = y.square().sum()
+        loss.backward()
+        return {"nll_sum": loss.detach()}
+
+    first = runner.run("k", {"x": x}, fn)
+    assert runner.failed and len(said) == 1 and "capture failed" in said[0]
+    g1 = w.grad.clone()
+    assert float(first["nll_sum"]) > 0 and float(g1.abs().sum()) > 0  # the eager run counted, once
+    again = runner.run("k", {"x": x}, fn)  # eager now; dropout must work outside a graph
+    assert float(again["nll_sum"]) > 0 and len(said) == 1
+    assert runner.summary()["eager"] == 2 and runner.summary()["graphs"] == 0

@@ -145,6 +145,8 @@ class GraphRunner:
             self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             self.failed_trace = "".join(traceback.format_exception(e))
             self.graphs.clear()
+            del graph
+            _reset_generator()
             self._restore(keep)
             self.notice(f"CUDA graphs: capture failed ({self.failed}); the run goes on without them")
             return out
@@ -157,6 +159,7 @@ class GraphRunner:
         return out
 
     def _restore(self, grads) -> None:
+        """Put the gradients back as they were before the capture (and the check replay)."""
         torch.cuda.synchronize()
         with torch.no_grad():
             for p, g in zip(self.params, grads):
@@ -165,6 +168,17 @@ class GraphRunner:
     def summary(self) -> dict[str, Any]:
         return {"graphs": len(self.graphs), "replays": self.replays, "eager": self.eager,
                 "check_rel_diff": self.check_diff, **({"failed": self.failed} if self.failed else {})}
+
+
+def _reset_generator() -> None:
+    """After a failed capture: a capture that broke off leaves the device's default random generator
+    marked as capturing, and every later random op (dropout) outside a graph would fail with
+    "Offset increment outside graph capture". Give it a fresh state with the same seed and offset."""
+    try:
+        gen = torch.cuda.default_generators[torch.cuda.current_device()]
+        gen.graphsafe_set_state(gen.clone_state())
+    except (AttributeError, RuntimeError):  # an older torch without graph-safe generator states
+        pass
 
 
 MODES = ("auto", "on", "off")
