@@ -145,7 +145,7 @@ class GraphRunner:
             self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
             self.failed_trace = "".join(traceback.format_exception(e))
             self.graphs.clear()
-            del graph
+            graph = None  # noqa: F841 - destroyed now: it unregisters from the generator
             _reset_generator()
             self._restore(keep)
             self.notice(f"CUDA graphs: capture failed ({self.failed}); the run goes on without them")
