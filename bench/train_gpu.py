@@ -137,6 +137,7 @@ def _sweep(name: str, make_step, batches: list[int], warmup: int, steps: int, to
             r["cuda_graphs"] = runner.summary()
             if runner.failed:
                 print(getattr(runner, "failed_trace", ""), flush=True)
+        runner = None  # its graphs' memory pool goes with it, before the next micro-batch size
         rows.append(r)
         print(f"  {name} mb={mb}: {r['tokens_per_s']:.0f} tok/s, {alloc} GiB alloc, {reserved} GiB reserved",
               flush=True)
