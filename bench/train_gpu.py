@@ -12,6 +12,10 @@ alpha=32 on all linear layers, paged 8-bit AdamW for both.
   flash attention), with and without gradient checkpointing, micro-batch 1, 2, 4 …;
 * DPO: datakit's DPO step (policy + adapter-disabled reference) on pairs of 2 × 1024 tokens.
 
+datakit's rows run as the trainer runs them on a GPU: each micro-batch in its CUDA graph's fixed
+shapes, forward and backward replayed by :class:`datakit.train.graphs.GraphRunner` (its first call
+eager, then captured and checked); ``DK_GRAPHS=0`` or ``--variants datakit:eager`` for eager steps.
+
 Each side runs in its own process so peak memory is its own. Before timing, the script checks on
 the GPU that the chunked loss equals the full-logits loss and that a packed row gives the same
 per-example losses as the examples run one by one.
