@@ -7,19 +7,22 @@ measured on an H100, 0.47–0.60 s a step eagerly against 0.25–0.28 s replayed
 
 * lays each micro-batch out in **fixed shapes** (:func:`static_tensors`): the token count rounded up
   to a multiple of :data:`GRANULE` (the pad tokens form one extra sequence that no loss sees), the
-  sequence count rounded up to a power of two (empty sequences), and every position a target with a
-  0/1 weight, so the few shapes a run meets each get one graph;
-* captures, per shape, one eager run of the caller's function first (its real work for that
-  micro-batch, and the warm-up that capture needs) and then the capture itself
-  (:class:`GraphRunner`); later micro-batches of that shape copy their tensors into the graph's
-  inputs and replay it. All graphs share one memory pool (they never run at once);
+  sequence count rounded up to a power of two (empty sequences), and the labelled positions
+  rounded up to a multiple of :data:`GRANULE` (pad entries weighted 0), so the few shapes a run
+  meets each get one graph;
+* runs the run's first micro-batch eagerly (its real work, and the warm-up capture needs), then
+  captures it (:class:`GraphRunner`) and replays the capture once on the same inputs and random
+  state as a check; a later micro-batch of a known shape copies its tensors into the graph's inputs
+  and replays it; a new shape is captured straight into the one memory pool all graphs share
+  (they never run at once) and replayed, so graphs never need memory beside the pool's;
 * accumulates the adapter gradients into the ``.grad`` tensors that exist before the first capture,
   so the trainer must zero them (never drop them) after each optimiser step.
 
 Dropout and checkpointing's recompute stay random per replay: PyTorch registers the generator with
 the graph and advances it each replay. If a capture fails (an operation that cannot be captured,
-in a model family or a kernel), the run says so once and goes on eagerly; the micro-batch that
-tried was computed eagerly and counts.
+in a model family or a kernel), the check disagrees, or a run meets more than :data:`MAX_GRAPHS`
+shapes, the graphs and their memory are dropped, the run says so once and goes on eagerly; the
+micro-batch that tried is computed eagerly and counts.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ import torch
 from datakit.train import data as D
 
 GRANULE = 512  # token counts are rounded up to a multiple of this
-MAX_GRAPHS = 12  # shapes beyond this run eagerly (each graph costs a capture and its outputs' memory)
+MAX_GRAPHS = 32  # shapes beyond this run eagerly (each graph costs a capture and its outputs' memory)
 CHECK_RTOL = 1e-2  # the first replay's loss against the eager run of the same micro-batch (measured: <= 3e-4)
 CHECKED = "nll_sum"  # the counter compared (every objective returns it)
 # the gradients the check replay adds against those the eager run added; bf16 with flash
@@ -40,44 +43,54 @@ CHECKED = "nll_sum"  # the counter compared (every objective returns it)
 CHECK_GRAD_RTOL = 0.25
 
 
-def padded_shape(n_tokens: int, n_seqs: int) -> tuple[int, int]:
-    """(tokens, sequences) of the graph that takes a batch of this size."""
-    tokens = max(GRANULE, -(-n_tokens // GRANULE) * GRANULE)
+def _round(n: int) -> int:
+    return max(GRANULE, -(-n // GRANULE) * GRANULE)
+
+
+def padded_shape(n_tokens: int, n_seqs: int, n_targets: int | None = None) -> tuple[int, ...]:
+    """(tokens, sequences[, targets]) of the graph that takes a batch of this size: tokens and
+    targets rounded up to a multiple of :data:`GRANULE` (targets never above tokens), sequences
+    (with the pad sequence when there are pad tokens) to a power of two, at least 4."""
+    tokens = _round(n_tokens)
     need = n_seqs + (1 if tokens > n_tokens else 0)
     seqs = 4
     while seqs < need:
         seqs *= 2
-    return tokens, seqs
+    if n_targets is None:
+        return tokens, seqs
+    return tokens, seqs, min(tokens, _round(n_targets))
 
 
-def static_tensors(batch: D.Batch, device, n_pairs: int | None = None) -> tuple[tuple[int, int], dict[str, Any]]:
+def static_tensors(batch: D.Batch, device, n_pairs: int | None = None) -> tuple[tuple[int, ...], dict[str, Any]]:
     """The batch in the fixed shapes of its graph: (shape key, tensors).
 
-    Same keys as :func:`datakit.train.trainer.batch_tensors`, with every position selected and
-    ``weight`` (1.0 where a position has a target, else 0.0); with ``n_pairs`` (DPO) also
-    ``pair_weight`` (1.0 for the real pairs). ``max_len`` is the padded length, an upper bound the
-    attention kernel accepts."""
+    Same keys as :func:`datakit.train.trainer.batch_tensors`, with the labelled positions padded
+    up to the shape's target count (pad entries point at position 0, target 0) and ``weight``
+    (1.0 for the real ones, 0.0 for the padding); with ``n_pairs`` (DPO) also ``pair_weight``
+    (1.0 for the real pairs). ``max_len`` is the padded length, an upper bound the attention
+    kernel accepts. Only the labelled positions go through the output layer, as without graphs."""
     n, s = batch.n_tokens, len(batch.cu_seqlens) - 1
-    tokens, seqs = padded_shape(n, s)
-    pad = tokens - n
+    sel = [i for i, x in enumerate(batch.targets) if x != D.IGNORE]
+    tokens, seqs, n_sel = padded_shape(n, s, len(sel))
+    pad, tpad = tokens - n, n_sel - len(sel)
     cu = list(batch.cu_seqlens) + ([tokens] if pad else [])
     cu += [tokens] * (seqs + 1 - len(cu))
-    w = [0.0 if t == D.IGNORE else 1.0 for t in batch.targets] + [0.0] * pad
     t = {
         "input_ids": torch.tensor(batch.input_ids + [0] * pad, dtype=torch.long)[None],
         "position_ids": torch.tensor(batch.position_ids + list(range(pad)), dtype=torch.long)[None],
         "cu": torch.tensor(cu, dtype=torch.int32),
-        "sel": torch.arange(tokens, dtype=torch.long),
-        "targets": torch.tensor([0 if x == D.IGNORE else x for x in batch.targets] + [0] * pad, dtype=torch.long),
-        "weight": torch.tensor(w, dtype=torch.float32),
-        "seq_of_target": torch.tensor(batch.seq_index + [s] * pad, dtype=torch.long),
+        "sel": torch.tensor(sel + [0] * tpad, dtype=torch.long),
+        "targets": torch.tensor([batch.targets[i] for i in sel] + [0] * tpad, dtype=torch.long),
+        "weight": torch.tensor([1.0] * len(sel) + [0.0] * tpad, dtype=torch.float32),
+        # a pad entry adds 0 (its nll and count are weighted 0) to sequence 0
+        "seq_of_target": torch.tensor([batch.seq_index[i] for i in sel] + [0] * tpad, dtype=torch.long),
     }
     if n_pairs is not None:
         t["pair_weight"] = torch.tensor([1.0] * n_pairs + [0.0] * (seqs // 2 - n_pairs), dtype=torch.float32)
     t = {k: v.to(device, non_blocking=True) for k, v in t.items()}
     t["max_len"] = tokens
     t["n_seqs"] = seqs
-    return (tokens, seqs), t
+    return (tokens, seqs, n_sel), t
 
 
 class GraphRunner:
@@ -114,10 +127,49 @@ class GraphRunner:
             graph.replay()
             self.replays += 1
             return outputs
-        self.eager += 1
-        if self.failed or len(self.graphs) >= self.max_graphs:
+        if not self.failed and len(self.graphs) >= self.max_graphs:
+            self._give_up(f"more than {self.max_graphs} micro-batch shapes", None)
+        if self.failed:
+            self.eager += 1
             return fn(tensors)
-        return self._first(key, tensors, fn)
+        if self.pool is None:
+            self.eager += 1
+            return self._first(key, tensors, fn)
+        return self._another(key, tensors, fn)
+
+    def _another(self, key, tensors: dict[str, Any], fn) -> dict[str, torch.Tensor]:
+        """A new shape once a graph exists: captured straight into the shared pool and replayed for
+        this micro-batch. An eager run first would need its own memory beside the pool's (for
+        large micro-batches twice the peak); the first capture did the warm-up."""
+        inputs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in tensors.items()}
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, pool=self.pool):
+                outputs = fn(inputs)
+        except Exception as e:  # noqa: BLE001 - as in _first: say it once, go on eagerly
+            graph = None  # noqa: F841 - destroyed now: it unregisters from the generator
+            self._give_up("capture failed", e)
+            self.eager += 1
+            return fn(tensors)
+        self.graphs[key] = (inputs, graph, outputs)
+        graph.replay()
+        self.replays += 1
+        return outputs
+
+    def _give_up(self, why: str, e: BaseException | None) -> None:
+        """Graphs off for the rest of the run: their memory freed, the random generator usable
+        outside a graph again, one notice. (A capture runs nothing: the gradients are untouched.)"""
+        import traceback
+
+        detail = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300] if e is not None else ""
+        self.failed = f"{why}: {detail}" if detail else why
+        self.failed_trace = "".join(traceback.format_exception(e)) if e is not None else ""
+        self.graphs.clear()
+        self.pool = None
+        _reset_generator()
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        self.notice(f"CUDA graphs: {self.failed}; the run goes on without them")
 
     def _first(self, key, tensors: dict[str, Any], fn) -> dict[str, torch.Tensor]:
         """This shape's first micro-batch: run eagerly on a side stream (the real work, and the
@@ -156,15 +208,9 @@ class GraphRunner:
                     raise RuntimeError(f"the replayed graph's gradients differ from the eager ones by "
                                        f"{self.check_grad_diff:.2e} (relative)")
         except Exception as e:  # noqa: BLE001 - any capture failure: say it once, go on eagerly
-            import traceback
-
-            self.failed = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]
-            self.failed_trace = "".join(traceback.format_exception(e))
-            self.graphs.clear()
             graph = None  # noqa: F841 - destroyed now: it unregisters from the generator
-            _reset_generator()
-            self._restore(keep)
-            self.notice(f"CUDA graphs: capture failed ({self.failed}); the run goes on without them")
+            self._restore(keep)  # the check replay may have added to them
+            self._give_up("the first capture failed" if not replayed else "the first graph's check failed", e)
             return out
         if replayed:
             self._restore(keep)
