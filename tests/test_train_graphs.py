@@ -217,6 +217,8 @@ def test_replayed_steps_train_like_eager_ones(tmp_path, method, dropout):
     # the first micro-batch eager (then captured and checked); the large shape captured and replayed
     assert s["graphs"] == 2 and s["replays"] == 3 and s["eager"] == 1 and "failed" not in s, \
         (s, getattr(run.graphs, "failed_trace", ""))
+    run.graphs.close()  # end of training: memory back, the summary kept
+    assert run.graphs.summary()["graphs"] == 2 and not run.graphs.graphs
     assert s["check_rel_diff"] < 1e-3  # the check replay draws the eager run's dropout masks
     assert s["check_grad_rel_diff"] < 1e-2  # ... in the forward and in checkpointing's recompute
     if dropout:  # other masks than the eager run's: the same scale, not the same numbers

@@ -227,8 +227,16 @@ class GraphRunner:
             for p, g in zip(self.params, grads):
                 p.grad.copy_(g)
 
+    def close(self) -> None:
+        """Training is over: drop the graphs and give their memory back (the summary stays)."""
+        self.n_graphs = len(self.graphs) if self.graphs else getattr(self, "n_graphs", 0)
+        self.graphs.clear()
+        self.pool = None
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
     def summary(self) -> dict[str, Any]:
-        return {"graphs": len(self.graphs), "replays": self.replays, "eager": self.eager,
+        return {"graphs": len(self.graphs) or getattr(self, "n_graphs", 0), "replays": self.replays, "eager": self.eager,
                 "check_rel_diff": self.check_diff, "check_grad_rel_diff": self.check_grad_diff, **({"failed": self.failed} if self.failed else {})}
 
 

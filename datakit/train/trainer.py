@@ -666,6 +666,8 @@ class Run:
         finally:
             if metrics_log is not None:
                 metrics_log.close()
+            if self.graphs is not None:  # their memory pool is not needed for saving, samples, validation
+                self.graphs.close()
 
     def _train_step(self, step: int) -> dict[str, Any]:
         """One optimiser step over this rank's share of the step's micro-batches; its log row.
