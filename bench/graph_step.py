@@ -37,19 +37,13 @@ def main() -> None:
 
     import train_gpu as TG
     from datakit.train import data as D
-    from datakit.train.model import Fp32Master, ModelSpec, add_lora, load_model
+    from datakit.train.model import Fp32Master
     from datakit.train.trainer import batch_tensors, forward_nll
 
     mdir = Path(args.model_dir or f"/tmp/qwen7b-shaped-{args.layers}L")
-    if not (mdir / "config.json").exists():
-        print("build:", TG.build(mdir, args.layers), flush=True)
     dev = torch.device("cuda", 0)
-    model = load_model(ModelSpec(str(mdir)), load_4bit=True, device=dev, dtype=torch.bfloat16)
-    model = add_lora(model, r=16, alpha=32, dropout=args.dropout, target_modules="all-linear",
-                     gradient_checkpointing=True, lora_dtype=torch.bfloat16, reentrant=True, fused=True)
-    from datakit.train import kernels as K
-
-    res: dict = {"kernels": K.apply(model, args.kernels, dev), "dropout": args.dropout}
+    model, kernels, _ = TG.load_datakit(mdir, args.layers, args.dropout, args.kernels)
+    res: dict = {"kernels": kernels, "dropout": args.dropout}
     params = [p for p in model.parameters() if p.requires_grad]
     with torch.no_grad():
         g0 = torch.Generator(device="cuda").manual_seed(0)
@@ -67,15 +61,8 @@ def main() -> None:
         loss.backward()
         return loss
 
-    def timed(step, steps=args.steps, warm=3):
-        times = []
-        for i in range(warm + steps):
-            torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            step()
-            torch.cuda.synchronize()
-            if i >= warm:
-                times.append(time.perf_counter() - t0)
+    def timed(step):
+        times = TG._time_steps(step, 3, args.steps)
         med = statistics.median(times)
         return {"step_s": round(med, 4), "tokens_per_s": round(TG.SEQ / med, 1),
                 "times": [round(x, 4) for x in times], "peak_gib": round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)}

@@ -31,18 +31,12 @@ def main() -> None:
     from torch.profiler import ProfilerActivity, profile
 
     import train_gpu as TG
-    from datakit.train.model import Fp32Master, ModelSpec, add_lora, load_model
+    from datakit.train.model import Fp32Master
 
     mdir = Path(args.model_dir or f"/tmp/qwen7b-shaped-{args.layers}L")
-    if not (mdir / "config.json").exists():
-        print("build:", TG.build(mdir, args.layers), flush=True)
     dev = torch.device("cuda", 0)
-    model = load_model(ModelSpec(str(mdir)), load_4bit=True, device=dev, dtype=torch.bfloat16)
-    model = add_lora(model, r=16, alpha=32, dropout=0.05, target_modules="all-linear", gradient_checkpointing=True,
-                     lora_dtype=torch.bfloat16, reentrant=True, fused=bool(args.fused))
-    from datakit.train import kernels as K
-
-    print("kernels:", K.apply(model, args.kernels, dev), "fused LoRA:", bool(args.fused), flush=True)
+    model, kernels, _ = TG.load_datakit(mdir, args.layers, 0.05, args.kernels, fused=bool(args.fused))
+    print("kernels:", kernels, "fused LoRA:", bool(args.fused), flush=True)
     master = Fp32Master(p for p in model.parameters() if p.requires_grad)
     opt = bnb.optim.PagedAdamW8bit(master.params, lr=1e-4)
     model.train()

@@ -129,7 +129,7 @@ def _sweep(name: str, make_step, batches: list[int], warmup: int, steps: int, to
         except torch.cuda.OutOfMemoryError:
             rows.append({"config": name, "micro_batch": mb, "oom": True})
             print(f"  {name} mb={mb}: out of memory", flush=True)
-            del step
+            step = None
             _reset()
             break
         med = statistics.median(times)
@@ -140,12 +140,11 @@ def _sweep(name: str, make_step, batches: list[int], warmup: int, steps: int, to
         if runner is not None:
             r["cuda_graphs"] = runner.summary()
             if runner.failed:
-                print(getattr(runner, "failed_trace", ""), flush=True)
-        runner = None  # its graphs' memory pool goes with it, before the next micro-batch size
+                print(runner.failed_trace, flush=True)
         rows.append(r)
         print(f"  {name} mb={mb}: {r['tokens_per_s']:.0f} tok/s, {alloc} GiB alloc, {reserved} GiB reserved",
               flush=True)
-        del step
+        step = runner = None  # its graphs' memory pool goes with it, before the next micro-batch size
     return rows
 
 
@@ -187,60 +186,75 @@ def run_baseline(path: str, batches: list[int], warmup: int, steps: int) -> dict
     return {"load_s": round(load_s, 1), "rows": rows}
 
 
-def graphed(model, master, t: dict, objective):
-    """``step(do_opt)``: the trainer's way with CUDA graphs on: the micro-batch in its graph's
-    fixed shapes, forward + loss + backward replayed by a GraphRunner (the first call runs eagerly
-    and captures), gradients pulled and zeroed in place. ``objective(t, denom) -> (loss, stats)``."""
+def load_datakit(model_dir: Path, layers: int, dropout: float, kernels: str, fused: bool = True,
+                 reentrant: bool = True):
+    """(model, kernels used, loading seconds): the random-weight model (built first if missing)
+    loaded 4-bit with datakit's loader, LoRA r=16 all-linear, checkpointing, as the trainer does."""
+    import torch
+
+    from datakit.train import kernels as K
+    from datakit.train.model import ModelSpec, add_lora, load_model
+
+    if not (model_dir / "config.json").exists():
+        print("build:", build(model_dir, layers), flush=True)
+    dev = torch.device("cuda", 0)
+    t = time.time()
+    model = load_model(ModelSpec(str(model_dir)), load_4bit=True, device=dev, dtype=torch.bfloat16)
+    load_s = time.time() - t
+    model = add_lora(model, r=16, alpha=32, dropout=dropout, target_modules="all-linear", gradient_checkpointing=True,
+                     lora_dtype=torch.bfloat16, reentrant=reentrant, fused=fused)
+    return model, K.apply(model, kernels, dev), load_s
+
+
+def fwd_bwd_step(master, opt, batch, dev, objective, denom: float, n_pairs: int | None = None):
+    """One optimiser step as the trainer runs it: forward, loss (``objective(t, denom) -> (loss,
+    stats)``, one of the trainer's objectives) and backward, then the optimiser. With CUDA graphs
+    (DK_GRAPHS, default on) the batch goes in its graph's fixed shapes through a GraphRunner (the
+    first call runs eagerly and captures), the gradients pulled and zeroed in place; else eagerly.
+    The step's runner is ``step.graphs`` (None when eager)."""
+    import torch
 
     from datakit.train import graphs as G
+    from datakit.train.trainer import batch_tensors
 
-    runner = G.GraphRunner(master.model_params, lambda msg: print("  notice:", msg, flush=True))
+    runner = None
+    if GRAPHS:
+        runner = G.GraphRunner(master.model_params, lambda msg: print("  notice:", msg, flush=True))
+        key, t = G.static_tensors(batch, dev, n_pairs)
+        t["denom"] = torch.full((), float(denom), device=dev)
+    else:
+        t = batch_tensors(batch, dev)
+        t["denom"] = denom
 
     def fwd_bwd(tt):
         loss, stats = objective(tt, tt["denom"])
         loss.backward()
         return stats
 
-    def run():
-        runner.run(t["key"], {k: v for k, v in t.items() if k != "key"}, fwd_bwd)
-        master.pull_grads(keep=True)
-    run.runner = runner
-    return run
+    def step():
+        if runner is not None:
+            runner.run(key, t, fwd_bwd)
+        else:
+            fwd_bwd(t)
+        master.pull_grads(keep=runner is not None)
+        opt.step()
+        master.push()
+        opt.zero_grad(set_to_none=True)
+    step.graphs = runner
+    return step
 
 
 def sft_step(model, master, opt, dev, mb: int):
     """One optimiser step of datakit's SFT loss on ``mb`` random rows of ``SEQ`` tokens (a closure
-    over the batch, built once); with CUDA graphs (DK_GRAPHS, default on) as the trainer runs it."""
+    over the batch, built once)."""
     import torch
 
     from datakit.train import data as D
-    from datakit.train.trainer import batch_tensors, forward_nll, sft_objective
+    from datakit.train.trainer import sft_objective
 
     vocab = model.config.vocab_size
-    exs = [D.Example(torch.randint(0, vocab, (SEQ,)).tolist(), [True] * SEQ) for _ in range(mb)]
-    batch = D.make_batch(exs)
-    n = batch.n_targets
-    if GRAPHS:
-        from datakit.train import graphs as G
-
-        key, t = G.static_tensors(batch, dev)
-        t["key"], t["denom"] = key, torch.full((), float(n), device=dev)
-        fb = graphed(model, master, t, lambda tt, d: sft_objective(model, tt, d))
-    else:
-        t = batch_tensors(batch, dev)
-
-        def fb():
-            loss = forward_nll(model, t).sum() / n
-            loss.backward()
-            master.pull_grads()
-
-    def step():
-        fb()
-        opt.step()
-        master.push()
-        opt.zero_grad(set_to_none=True)
-    step.graphs = getattr(fb, "runner", None)
-    return step
+    batch = D.make_batch([D.Example(torch.randint(0, vocab, (SEQ,)).tolist(), [True] * SEQ) for _ in range(mb)])
+    return fwd_bwd_step(master, opt, batch, dev, lambda t, d: sft_objective(model, t, d), batch.n_targets)
 
 
 def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_batches: list[int],
@@ -249,19 +263,13 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
     import torch
 
     from datakit.train import data as D
-    from datakit.train.losses import dpo_loss, reference_nll, token_nll
-    from datakit.train.model import Fp32Master, ModelSpec, add_lora, decoder_and_head, load_model
-    from datakit.train.trainer import batch_tensors, forward_nll, seq_logps
+    from datakit.train.losses import reference_nll, token_nll
+    from datakit.train.model import Fp32Master, decoder_and_head
+    from datakit.train.trainer import batch_tensors, forward_nll
 
     dev = torch.device("cuda", 0)
-    t = time.time()
-    model = load_model(ModelSpec(path), load_4bit=True, device=dev, dtype=torch.bfloat16)
-    load_s = time.time() - t
-    model = add_lora(model, r=16, alpha=32, dropout=LORA_DROPOUT, target_modules="all-linear",
-                     gradient_checkpointing=True, lora_dtype=torch.bfloat16, reentrant=REENTRANT, fused=FUSED)
-    from datakit.train import kernels as K
-
-    kernels = K.apply(model, KERNELS, dev)
+    model, kernels, load_s = load_datakit(Path(path), 0, LORA_DROPOUT, KERNELS, fused=FUSED,
+                                          reentrant=REENTRANT)  # built by the parent already
     master = Fp32Master(p for p in model.parameters() if p.requires_grad)
     opt = (torch.optim.AdamW(master.params, lr=1e-4, fused=True) if OPT == "adamw"
            else bnb.optim.PagedAdamW8bit(master.params, lr=1e-4))
@@ -349,31 +357,8 @@ def run_datakit(path: str, batches: list[int], warmup: int, steps: int, no_ckpt_
             prompt = torch.randint(0, vocab, (512,)).tolist()
             for _ in range(2):
                 seqs.append(D.Example(prompt + torch.randint(0, vocab, (512,)).tolist(), [False] * 512 + [True] * 512))
-        batch = D.make_batch(seqs)
-        if GRAPHS:
-            from datakit.train import graphs as G
-
-            key, t = G.static_tensors(batch, dev, n_pairs=mb)
-            t["key"], t["denom"] = key, torch.full((), float(mb), device=dev)
-            fb = graphed(model, master, t, lambda tt, d: dpo_objective(model, tt, d, 0.1, 0.0))
-        else:
-            t = batch_tensors(batch, dev)
-
-            def fb():
-                logp, _ = seq_logps(model, t, 2 * mb)
-                with torch.no_grad(), model.disable_adapter():
-                    ref, _ = seq_logps(model, t, 2 * mb)
-                losses, _ = dpo_loss(logp[0::2], logp[1::2], ref[0::2], ref[1::2], 0.1)
-                losses.mean().backward()
-                master.pull_grads()
-
-        def step():
-            fb()
-            opt.step()
-            master.push()
-            opt.zero_grad(set_to_none=True)
-        step.graphs = getattr(fb, "runner", None)
-        return step
+        return fwd_bwd_step(master, opt, D.make_batch(seqs), dev,
+                            lambda t, d: dpo_objective(model, t, d, 0.1, 0.0), mb, n_pairs=mb)
 
     dpo_rows = _sweep("datakit-dpo", dpo_step_factory, [1, 4], warmup, steps, tokens_per_row=2048)
     for r in dpo_rows:

@@ -33,6 +33,19 @@ def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> str
     return lines[0]
 
 
+def assert_train_refused_before_loading(tmp_path: Path, flags: list[str], *fragments: str) -> None:
+    """``datakit train`` on a tiny SFT file with FLAGS: one line naming FRAGMENTS, exit 2, refused
+    before the model loads, nothing written under --out."""
+    data = tmp_path / "sft.jsonl"
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    data.write_text((json.dumps(row) + "\n") * 6)
+    proc = run_cli("train", "--data", str(data), "--model", "bundled", "--out", str(tmp_path / "out"),
+                   *flags, "--max-steps", "1", "--no-validate")
+    assert_user_error(proc, *fragments)
+    assert "loading" not in proc.stderr + proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
 def jsonl(path: str | os.PathLike) -> list[dict]:
     p = Path(path)
     if not p.exists():

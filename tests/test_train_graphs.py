@@ -10,7 +10,6 @@ ran on an H100 through the device tool, see BENCHMARKS.md).
 
 from __future__ import annotations
 
-import json
 
 import pytest
 
@@ -141,16 +140,9 @@ def test_settings_checked_and_not_in_the_resume_key(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_cli_graphs_on_without_a_gpu_is_one_line_before_the_model_loads(tmp_path):
-    from helpers import assert_user_error, run_cli
+    from helpers import assert_train_refused_before_loading
 
-    data = tmp_path / "sft.jsonl"
-    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
-    data.write_text((json.dumps(row) + "\n") * 6)
-    proc = run_cli("train", "--data", str(data), "--model", "bundled", "--out", str(tmp_path / "out"),
-                   "--cuda-graphs", "on", "--max-steps", "1", "--no-validate")
-    assert_user_error(proc, "--cuda-graphs on", "CUDA")
-    assert "loading" not in proc.stderr + proc.stdout
-    assert not (tmp_path / "out").exists()
+    assert_train_refused_before_loading(tmp_path, ["--cuda-graphs", "on"], "--cuda-graphs on", "CUDA")
 
 
 def _random_examples(n, vocab, seed):
@@ -216,7 +208,7 @@ def test_replayed_steps_train_like_eager_ones(tmp_path, method, dropout):
     s = run.graphs.summary()
     # the first micro-batch eager (then captured and checked); the large shape captured and replayed
     assert s["graphs"] == 2 and s["replays"] == 3 and s["eager"] == 1 and "failed" not in s, \
-        (s, getattr(run.graphs, "failed_trace", ""))
+        (s, run.graphs.failed_trace)
     run.graphs.close()  # end of training: memory back, the summary kept
     assert run.graphs.summary()["graphs"] == 2 and not run.graphs.graphs
     assert s["check_rel_diff"] < 1e-3  # the check replay draws the eager run's dropout masks

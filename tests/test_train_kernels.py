@@ -1,6 +1,5 @@
 """datakit/train/kernels.py and --kernels: what runs where, and one-line refusals."""
 
-import json
 
 import pytest
 import torch
@@ -42,13 +41,6 @@ def test_kernels_do_not_block_resume(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a CUDA GPU")
 def test_cli_liger_without_a_gpu_is_one_line_before_the_model_loads(tmp_path):
-    from helpers import assert_user_error, run_cli
+    from helpers import assert_train_refused_before_loading
 
-    data = tmp_path / "sft.jsonl"
-    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
-    data.write_text((json.dumps(row) + "\n") * 6)
-    proc = run_cli("train", "--data", str(data), "--model", "bundled", "--out", str(tmp_path / "out"),
-                   "--kernels", "liger", "--max-steps", "1", "--no-validate")
-    assert_user_error(proc, "--kernels liger", "CUDA")
-    assert "loading" not in proc.stderr + proc.stdout  # refused before the model loads
-    assert not (tmp_path / "out").exists()
+    assert_train_refused_before_loading(tmp_path, ["--kernels", "liger"], "--kernels liger", "CUDA")

@@ -105,6 +105,8 @@ class GraphRunner:
         self.graphs: dict[Any, tuple[dict, torch.cuda.CUDAGraph, dict]] = {}
         self.pool = None
         self.failed: str | None = None
+        self.failed_trace = ""  # the exception's traceback, when a capture or check failed
+        self.n_graphs = 0  # graphs held when close() dropped them
         self.replays = 0
         self.eager = 0
         self.check_diff: float | None = None  # the first graph's replay against its eager run: loss
@@ -172,51 +174,47 @@ class GraphRunner:
         self.notice(f"CUDA graphs: {self.failed}; the run goes on without them")
 
     def _first(self, key, tensors: dict[str, Any], fn) -> dict[str, torch.Tensor]:
-        """This shape's first micro-batch: run eagerly on a side stream (the real work, and the
-        warm-up capture needs), then capture a graph of the same call for the next ones. The
-        run's first graph is replayed once on the same inputs and random state and must give the
-        eager loss within :data:`CHECK_RTOL`; the gradients are put back."""
+        """The run's first micro-batch: run eagerly on a side stream (the real work, and the warm-up
+        capture needs), then capture a graph of the same call for the next ones, and replay it
+        once on the same inputs and random state as a check: the loss within :data:`CHECK_RTOL`
+        and the gradients within :data:`CHECK_GRAD_RTOL` of the eager run's. The gradients the
+        check replay added are taken back."""
         rng = torch.cuda.get_rng_state()  # the check replays with the eager run's random numbers
-        check = self.check_diff is None
-        before = [p.grad.clone() for p in self.params] if check else None
+        before = [p.grad.clone() for p in self.params]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             out = {k: v.detach().clone() for k, v in fn(tensors).items()}
         torch.cuda.current_stream().wait_stream(side)
         inputs = {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in tensors.items()}
-        keep = [p.grad.clone() for p in self.params]  # capture runs nothing, but a failed one may leave junk
+        keep = [p.grad.clone() for p in self.params]  # with the eager run's share: what the step keeps
         graph = torch.cuda.CUDAGraph()
         replayed = False
         try:
-            with torch.cuda.graph(graph, pool=self.pool):
+            with torch.cuda.graph(graph):
                 outputs = fn(inputs)
-            if check:
-                after = torch.cuda.get_rng_state()
-                torch.cuda.set_rng_state(rng)  # the same dropout masks as the eager run
-                graph.replay()
-                torch.cuda.synchronize()
-                torch.cuda.set_rng_state(after)
-                replayed = True
-                a, b = float(outputs[CHECKED]), float(out[CHECKED])
-                self.check_diff = abs(a - b) / max(abs(b), 1e-6)
-                self.check_grad_diff = _grad_diff(before, keep, self.params)
-                if not self.check_diff <= CHECK_RTOL:
-                    raise RuntimeError(f"the replayed graph's loss differs from the eager one by "
-                                       f"{self.check_diff:.2e} (relative)")
-                if not self.check_grad_diff <= CHECK_GRAD_RTOL:
-                    raise RuntimeError(f"the replayed graph's gradients differ from the eager ones by "
-                                       f"{self.check_grad_diff:.2e} (relative)")
+            after = torch.cuda.get_rng_state()
+            torch.cuda.set_rng_state(rng)  # the same dropout masks as the eager run
+            graph.replay()
+            torch.cuda.synchronize()
+            torch.cuda.set_rng_state(after)
+            replayed = True
+            a, b = float(outputs[CHECKED]), float(out[CHECKED])
+            self.check_diff = abs(a - b) / max(abs(b), 1e-6)
+            self.check_grad_diff = _grad_diff(before, keep, self.params)
+            if not self.check_diff <= CHECK_RTOL:
+                raise RuntimeError(f"the replayed graph's loss differs from the eager one by "
+                                   f"{self.check_diff:.2e} (relative)")
+            if not self.check_grad_diff <= CHECK_GRAD_RTOL:
+                raise RuntimeError(f"the replayed graph's gradients differ from the eager ones by "
+                                   f"{self.check_grad_diff:.2e} (relative)")
         except Exception as e:  # noqa: BLE001 - any capture failure: say it once, go on eagerly
             graph = None  # noqa: F841 - destroyed now: it unregisters from the generator
-            self._restore(keep)  # the check replay may have added to them
-            self._give_up("the first capture failed" if not replayed else "the first graph's check failed", e)
-            return out
-        if replayed:
             self._restore(keep)
-        del keep, before
-        if self.pool is None:
-            self.pool = graph.pool()
+            self._give_up("the first graph's check failed" if replayed else "the first capture failed", e)
+            return out
+        self._restore(keep)
+        self.pool = graph.pool()
         self.graphs[key] = (inputs, graph, outputs)
         return out
 
@@ -229,14 +227,14 @@ class GraphRunner:
 
     def close(self) -> None:
         """Training is over: drop the graphs and give their memory back (the summary stays)."""
-        self.n_graphs = len(self.graphs) if self.graphs else getattr(self, "n_graphs", 0)
+        self.n_graphs = len(self.graphs) or self.n_graphs
         self.graphs.clear()
         self.pool = None
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
 
     def summary(self) -> dict[str, Any]:
-        return {"graphs": len(self.graphs) or getattr(self, "n_graphs", 0), "replays": self.replays, "eager": self.eager,
+        return {"graphs": len(self.graphs) or self.n_graphs, "replays": self.replays, "eager": self.eager,
                 "check_rel_diff": self.check_diff, "check_grad_rel_diff": self.check_grad_diff, **({"failed": self.failed} if self.failed else {})}
 
 
