@@ -2,7 +2,7 @@
 
 A tiny random Qwen2 with real peft adapters (B made non-zero so the adapter path counts), on
 the CPU in float32: logits and every gradient, fused against peft's own modules; the 4-bit base
-through bitsandbytes' CPU kernels; dropout against the same mask by hand; layers the function
+through bitsandbytes' CPU kernels; dropout against the same mask by hand and under checkpointing; layers the function
 cannot take stay on peft's path."""
 
 import pytest
@@ -82,24 +82,23 @@ def test_fused_with_reentrant_checkpointing_and_input_grads():
 
 
 def test_dropout_matches_the_same_mask_by_hand(monkeypatch):
+    """The mask is not kept: backward makes it again from the seed. The output and every
+    gradient equal plain autograd through ``x * mask / (1 - p)`` with that mask."""
+    from datakit.train import dropout as DR
+
     model = _model(dropout=0.3)
     model.train()
     layer = model.base_model.model.model.layers[0].mlp.up_proj
     FL.fuse(model)
-    masks = []
-    real = torch.native_dropout
-
-    def spy(x, p, train):
-        out, mask = real(x, p, train)
-        masks.append(mask)
-        return out, mask
-
-    monkeypatch.setattr(torch, "native_dropout", spy)
+    seeds = []
+    real = DR.new_seed
+    monkeypatch.setattr(DR, "new_seed", lambda device: seeds.append(real(device)) or seeds[-1])
     x = torch.randn(3, 5, 64, requires_grad=True)
     y = layer(x)
     gy = torch.randn_like(y)
     y.backward(gy)
-    (mask,) = masks
+    (seed,) = seeds
+    mask = DR.dropout(torch.ones(15, 64), seed, 0.3) != 0
     a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     ga, gb, gx = a.grad.clone(), b.grad.clone(), x.grad.clone()
     a.grad = b.grad = None
@@ -115,7 +114,29 @@ def test_dropout_matches_the_same_mask_by_hand(monkeypatch):
     y_eval = layer(x)
     FL.unfuse(model)
     assert torch.allclose(y_eval, layer(x), atol=1e-5)
-    assert len(masks) == 1
+    assert len(seeds) == 1
+
+
+def test_dropout_under_checkpointing_recomputes_the_same_mask():
+    """Gradient checkpointing runs each layer twice: first without gradients, then again in
+    backward. Both passes must draw the same masks, or the gradients belong to a different
+    forward than the loss: with checkpointing the loss and gradients equal a run without."""
+    model = _model(dropout=0.3)
+    FL.fuse(model)
+    ids = torch.randint(0, 256, (2, 9))
+    torch.manual_seed(5)
+    ref_out, ref_g = _run(model, ids)
+    model.base_model.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    model.base_model.model.enable_input_require_grads()
+    model.train()
+    torch.manual_seed(5)
+    out, g = _run(model, ids)
+    assert torch.allclose(out, ref_out, atol=1e-6)
+    for k in g:
+        assert torch.allclose(g[k], ref_g[k], atol=1e-6, rtol=1e-5), k
+    torch.manual_seed(6)  # another seed, other masks: the check above could fail
+    out3, _ = _run(model, ids)
+    assert not torch.allclose(out3, ref_out, atol=1e-4)
 
 
 def test_without_gradients_peft_runs(monkeypatch):

@@ -11,8 +11,11 @@ forward   ``y = x W^T (+ bias);  y += (s * drop(x) A^T) B^T``   (the add inside 
 backward  ``g_x = g_y W + ((s * g_y B) A) [* mask]``             (W dequantised again, not kept)
           ``g_B = g_y^T (s * drop(x) A^T);  g_A = (s * g_y B)^T drop(x)``
 
-It saves only ``x`` (or the dropped ``x`` and its mask when dropout is on) and the r-wide
-``s * drop(x) A^T``, and never keeps the dequantised weight. It is used when gradients are on
+It saves only ``x`` and the r-wide ``s * drop(x) A^T``, and never keeps the dequantised weight.
+With dropout on, the mask is not kept either: it is a function of an 8-byte seed drawn in the
+forward pass (:mod:`datakit.train.dropout`), and backward makes ``drop(x)`` and the masked
+``g_x`` term again from ``x`` and the seed: two extra passes over ``x``'s size instead of
+3 bytes an input element held from forward to backward. It is used when gradients are on
 (training); without them (evaluation, generation) the layer takes peft's path. The adapter stays peft's: the
 same parameters, names and saved files; :func:`fuse` only replaces ``forward`` on the layers it
 can take (one active adapter, no DoRA, no adapter bias, not merged, base ``nn.Linear`` or
@@ -24,6 +27,8 @@ from __future__ import annotations
 import types
 
 import torch
+
+from datakit.train import dropout as DR
 
 
 def _weight(base: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
@@ -51,35 +56,35 @@ class _QLoraLinear(torch.autograd.Function):
         bias = None if base.bias is None else base.bias.to(x.dtype)
         y = torch.nn.functional.linear(x2, w, bias)  # the bias inside the GEMM: rounded once, as bitsandbytes does
         del w
-        mask = None
-        if p > 0 and training:  # one kernel, as nn.Dropout: the kept inputs scaled by 1/(1-p), and the mask
-            xd, mask = torch.native_dropout(x2, p, True)
+        seed = None
+        if p > 0 and training:  # the dropped x lives only until xa is made; backward makes it again
+            seed = DR.new_seed(x.device)
+            xa = (DR.dropout(x2, seed, p) @ a.t()).mul_(scaling)
         else:
-            xd = x2
-        xa = (xd @ a.t()).mul_(scaling)
+            xa = (x2 @ a.t()).mul_(scaling)
         y.addmm_(xa, b.t())
         ctx.base, ctx.scaling, ctx.p, ctx.shape = base, scaling, p, shape
-        ctx.save_for_backward(xd, xa, a, b, mask)
+        ctx.save_for_backward(x2, xa, a, b, seed)
         return y.view(*shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx, gy):
-        xd, xa, a, b, mask = ctx.saved_tensors
+        x2, xa, a, b, seed = ctx.saved_tensors
         gy2 = gy.reshape(-1, gy.shape[-1])
         g_a = g_b = g_x = None
         g_xa = (gy2 @ b).mul_(ctx.scaling)  # d loss / d (drop(x) A^T), r wide
         if ctx.needs_input_grad[2]:
             g_b = gy2.t() @ xa
         if ctx.needs_input_grad[1]:
-            g_a = g_xa.t() @ xd
+            g_a = g_xa.t() @ (x2 if seed is None else DR.dropout(x2, seed, ctx.p))
         if ctx.needs_input_grad[0]:
             w = _weight(ctx.base, gy.dtype)
             g_x = gy2 @ w
             del w
-            if mask is None:
+            if seed is None:
                 g_x.addmm_(g_xa, a)
-            else:
-                g_x += torch.ops.aten.native_dropout_backward(g_xa @ a, mask, 1.0 / (1.0 - ctx.p))
+            else:  # the same mask on the way back, added into g_x by the same kernel
+                DR.dropout(g_xa @ a, seed, ctx.p, add=g_x)
             g_x = g_x.view(ctx.shape)
         return g_x, g_a, g_b, None, None, None, None
 
@@ -105,18 +110,21 @@ def _plain(layer) -> bool:
 
 
 def _forward(self, x, *args, **kwargs):
-    # without gradients (eval loss, sampling, validation answers) peft's path: for one token at a
-    # time bitsandbytes multiplies by the 4-bit weights directly, never dequantising them whole
-    if args or kwargs or not torch.is_grad_enabled() or not _plain(self):
+    # without gradients and without dropout (eval loss, sampling, validation answers) peft's
+    # path: for one token at a time bitsandbytes multiplies by the 4-bit weights directly, never
+    # dequantising them whole. Training without gradients (gradient checkpointing's first pass)
+    # stays here, so that its recompute draws the same dropout mask from the same seed.
+    if args or kwargs or not _plain(self):
         return type(self).forward(self, x, *args, **kwargs)
     name = self.active_adapters[0]
+    drop = self.lora_dropout[name]
+    p = drop.p if isinstance(drop, torch.nn.Dropout) and drop.training else 0.0
+    if not torch.is_grad_enabled() and p == 0:
+        return type(self).forward(self, x, *args, **kwargs)
     a, b = self.lora_A[name].weight, self.lora_B[name].weight
     if x.dtype != a.dtype:
         x = x.to(a.dtype)
-    drop = self.lora_dropout[name]
-    p = drop.p if isinstance(drop, torch.nn.Dropout) else 0.0
-    return _QLoraLinear.apply(x, a, b, self.get_base_layer(), float(self.scaling[name]), p,
-                              self.training)
+    return _QLoraLinear.apply(x, a, b, self.get_base_layer(), float(self.scaling[name]), p, True)
 
 
 def fuse(model) -> int:
