@@ -41,10 +41,13 @@ from datakit.errors import UserError
 @click.option("--cuda-graphs", type=click.Choice(["auto", "on", "off"]), default=None,
               help="Replay each micro-batch shape's forward and backward as a CUDA graph (GPU; auto: unless "
                    "--shard; on: insist) [auto].")
+@click.option("--fit", type=click.Choice(["auto", "off"]), default=None,
+              help="One CUDA GPU: run several of a step's micro-batches as one pass, and drop checkpointing, "
+                   "when measured memory allows (same maths) [auto].")
 @click.option("--target-modules", type=str, default=None, help="Comma-separated module names [all-linear].")
 @click.option("--4bit/--no-4bit", "load_4bit", default=None, help="QLoRA 4-bit NF4 base (CUDA) [4bit].")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None,
-              help="Recompute activations in backward [on].")
+              help="Recompute activations in backward [on; on a GPU, off when --fit auto finds room].")
 @click.option("--beta", type=float, default=None, help="DPO beta [0.1].")
 @click.option("--sft-weight", type=float, default=None, help="DPO: weight of an SFT loss on the chosen reply [0].")
 @click.option("--seed", type=int, default=None, help="Seed for data order and initialisation [42].")

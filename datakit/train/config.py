@@ -49,10 +49,14 @@ class TrainConfig:
     lora_dropout: float = 0.05
     target_modules: list[str] | str = "all-linear"
     load_4bit: bool = True
-    gradient_checkpointing: bool = True
+    # None: on, unless the memory plan (fit) finds that the step runs without it; true/false: kept
+    gradient_checkpointing: bool | None = None
     optimizer: str = "auto"  # auto: paged 8-bit AdamW on CUDA, AdamW elsewhere
     kernels: str = "auto"  # auto: Liger's RMSNorm/RoPE/SwiGLU on CUDA when installed; liger; torch
     cuda_graphs: str = "auto"  # auto/on: replay each micro-batch shape's forward+backward as a CUDA graph; off
+    # auto: on one CUDA GPU, run several of a step's micro-batches as one pass (and drop
+    # checkpointing) when measured memory allows (datakit.train.fit); off: as configured
+    fit: str = "auto"
     beta: float = 0.1
     sft_weight: float = 0.0
     seed: int = 42
@@ -120,6 +124,10 @@ class TrainConfig:
             raise bad("kernels", f"must be auto, liger or torch, got {self.kernels!r}")
         if self.cuda_graphs not in ("auto", "on", "off"):
             raise bad("cuda_graphs", f"must be auto, on or off, got {self.cuda_graphs!r}")
+        if self.fit not in ("auto", "off"):
+            raise bad("fit", f"must be auto or off, got {self.fit!r}")
+        if self.gradient_checkpointing is not None and not isinstance(self.gradient_checkpointing, bool):
+            raise bad("gradient_checkpointing", f"must be true or false, got {self.gradient_checkpointing!r}")
         if isinstance(self.target_modules, str) and self.target_modules != "all-linear":
             self.target_modules = [t.strip() for t in self.target_modules.split(",") if t.strip()]
         if not self.target_modules:

@@ -146,7 +146,8 @@ def _fingerprint(cfg: TrainConfig, data_sha: str, world: int = 1) -> str:
     keep = {k: v for k, v in cfg.to_dict().items()
             if k not in ("out", "resume", "eval_every", "save_every", "log_every", "samples",
                          "sample_tokens", "merge", "max_steps", "extra", "batch_tokens", "shard",
-                         "kernels", "cuda_graphs")}  # the same maths, faster (older checkpoints have no such keys)
+                         "kernels", "cuda_graphs", "fit")}  # the same maths, faster (older checkpoints have no such keys)
+    keep["gradient_checkpointing"] = cfg.gradient_checkpointing is not False  # None (auto) keys as the old default
     keep["data_sha"] = data_sha
     if (cfg.method == "dpo" or not cfg.pack) and cfg.micro_budget():
         # micro-batches sized in tokens; packed SFT and counted micro-batches (batch_tokens 0)
@@ -321,7 +322,7 @@ class Run:
         self.load_s = round(time.time() - t0, 1)
         self.model = M.add_lora(model, r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
                                 target_modules=cfg.target_modules,
-                                gradient_checkpointing=cfg.gradient_checkpointing, lora_dtype=lora_dtype,
+                                gradient_checkpointing=cfg.gradient_checkpointing is not False, lora_dtype=lora_dtype,
                                 reentrant=True, fused=not cfg.shard)
         self.kernels = K.apply(self.model, cfg.kernels, self.device)
         self.trainable, self.total_params = M.count_params(self.model)
@@ -619,13 +620,21 @@ class Run:
         self.fingerprint = _fingerprint(cfg, self.data_sha, self.world)
         self.master = M.Fp32Master(p for p in self.model.parameters() if p.requires_grad)
         self.opt, self.opt_name = make_optimizer(self.master.params, cfg, self.device, self.notice)
-        from datakit.train import graphs as G
+        from datakit.train import fit as F
 
-        self.graphs = G.make_runner(cfg.cuda_graphs, self.device, cfg.shard, self.master, self.notice)
+        self.fit = F.plan(self)
+        if self.fit.join > 1 or self.fit.checkpointing != (cfg.gradient_checkpointing is not False):
+            self.notice(self.fit.describe(self.per_step))
+        self._new_graph_runner()
         total = self.total_steps
         warmup = max(1, int(round(cfg.warmup_ratio * total))) if cfg.warmup_ratio > 0 else 0
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(total, warmup))
         self.tokens_seen = 0
+
+    def _new_graph_runner(self) -> None:
+        from datakit.train import graphs as G
+
+        self.graphs = G.make_runner(self.cfg.cuda_graphs, self.device, self.cfg.shard, self.master, self.notice)
 
     def _resume(self) -> None:
         """Continue from checkpoint-last when it belongs to this run; announce the start."""
@@ -683,10 +692,7 @@ class Run:
             denom = max(1, sum(self._targets_in(mb, self.train_ex) for mb in mbs))
         else:
             denom = max(1, sum(len(mb) for mb in mbs))
-        agg: dict[str, float] = {}
-        for mb, real in self._share(mbs):
-            for key, v in self._micro_step(mb, denom, real).items():
-                agg[key] = agg.get(key, 0.0) + v
+        agg = self._passes(mbs, denom)
         params = self.master.params
         self.master.pull_grads(keep=self.graphs is not None)  # graphs accumulate into the same .grad
         if self.world > 1 and not cfg.shard:  # sharded: FSDP has summed them already
@@ -705,6 +711,39 @@ class Run:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         return self._step_row(step, agg, lr, float(gnorm), time.time() - t0)
+
+    def _passes(self, mbs, denom) -> dict[str, float]:
+        """Forward and backward of the step's micro-batches, ``fit.join`` at a time; the counters
+        summed. A pass that runs out of memory under a planned join (or without a planned
+        checkpointing) steps the plan down and does the step again from zero gradients."""
+        import torch
+
+        from datakit.train import fit as F
+
+        while True:
+            agg: dict[str, float] = {}
+            try:
+                for mb, real in self._share(F.joined(mbs, self.fit.join)):
+                    for key, v in self._micro_step(mb, denom, real).items():
+                        agg[key] = agg.get(key, 0.0) + v
+                return agg
+            except torch.OutOfMemoryError:
+                down = F.smaller(self.fit, self.cfg)
+                if down is None:
+                    raise
+            self._zero_model_grads()
+            if self.graphs is not None:  # captured for the old shapes (and checkpointing): drop them
+                self.graphs.close()
+                self._new_graph_runner()
+            F.set_checkpointing(self.model, down.checkpointing)
+            torch.cuda.empty_cache()
+            self.fit = down
+            self.notice(down.describe(self.per_step))
+
+    def _zero_model_grads(self) -> None:
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.zero_()
 
     def _step_row(self, step: int, agg: dict[str, float], lr: float, gnorm: float, dt: float) -> dict[str, Any]:
         tokens = int(agg["tokens"])
@@ -779,6 +818,7 @@ class Run:
             "device": str(self.device), "world_size": self.world, "load_4bit": self.load_4bit,
             "optimizer": self.opt_name, "kernels": self.kernels,
             "cuda_graphs": self.graphs.summary() if self.graphs is not None else "off",
+            "fit": self.fit.summary(),
             "steps": self.total_steps, "resumed_from": self.start_step,
             "train_items": len(self.train_ex), "eval_items": len(self.eval_items),
             "train_encoding": self.train_stats.to_dict(), "eval_encoding": self.eval_stats.to_dict(),
