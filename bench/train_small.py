@@ -155,6 +155,7 @@ RUNS = [  # name, method, flags, config-file settings
     ("sft-unpacked-counted-1", "sft", ["--no-pack"], {"batch_tokens": 0}),
     ("sft-unpacked-token-budget", "sft", ["--no-pack"], {}),
     ("sft-packed-mb1 (default)", "sft", [], {}),
+    ("sft-packed-mb1 --fit off", "sft", ["--fit", "off"], {}),
     ("sft-packed-mb4", "sft", ["--batch-size", "4"], {}),
     ("sft-packed-mb4-accum1", "sft", ["--batch-size", "4", "--grad-accum", "1"], {}),
     ("sft-packed-mb4-accum1-no-ckpt", "sft", ["--batch-size", "4", "--grad-accum", "1",
@@ -185,7 +186,7 @@ def run_one(name, method, flags, settings, model_dir: Path, data: Path, out: Pat
         r.update({"tokens_per_s": statistics.median(x["tokens_per_s"] for x in later),
                   "tokens_per_step": statistics.median(x["tokens"] for x in later),
                   "peak_gib": s["peak_mem_gib"], "first_loss": m[0]["loss"], "last_loss": m[-1]["loss"],
-                  "cuda_graphs": s.get("cuda_graphs"), "steps_tokens_per_s": [x["tokens_per_s"] for x in m]})
+                  "cuda_graphs": s.get("cuda_graphs"), "fit": s.get("fit"), "steps_tokens_per_s": [x["tokens_per_s"] for x in m]})
         if method == "dpo":
             r["pairs_per_s"] = statistics.median(x["pairs_per_s"] for x in later)
             r["pairs_per_step"] = statistics.median(x["pairs"] for x in later)
