@@ -23,9 +23,14 @@ def _check_contract(device):
     assert torch.allclose(y[kept].float(), (x[kept].float() / 0.75), rtol=1e-2)
     other = DR.dropout(x, DR.new_seed(torch.device(device)), 0.25)
     assert not torch.equal(other != 0, kept)
-    base = torch.randn_like(x)
-    total = DR.dropout(x, seed, 0.25, add=base.clone())
-    assert torch.allclose(total.float(), (base + y).float(), atol=2e-2)
+    base, t = torch.randn_like(x), torch.randn_like(x)
+    total = base.clone()
+    again = DR.dropout(x, seed, 0.25, t=t, add=total)  # backward's pass: drop(x), and add += drop(t)
+    assert torch.equal(again, y)
+    want = base.float() + torch.where(kept, t.float() / 0.75, torch.zeros((), device=device))
+    assert torch.allclose(total.float(), want, rtol=1e-2, atol=1e-2)  # bf16
+    total2 = base.clone()
+    assert DR.dropout(None, seed, 0.25, t=t, add=total2) is None and torch.equal(total2, total)
     # the mask depends on the element, not on the values: the same seed on ones gives the same mask
     assert torch.equal(DR.dropout(torch.ones_like(x), seed, 0.25) != 0, kept | (x == 0))
 

@@ -10,9 +10,9 @@ one random 64-bit seed on the device (``torch.randint`` on the default generator
 it is drawn again on every replay) and the mask is ``rand(seed, element index) > p``, so the
 layer keeps only its input (which other layers keep anyway) and an 8-byte seed.
 
-On CUDA the mask is Triton's counter-based Philox generator (``tl.rand``): one kernel that reads
-``x`` and writes the scaled, dropped values (optionally added into another tensor, which is how
-backward applies the mask to ``g_x``). Elsewhere (the CPU, or CUDA without Triton) the same
+On CUDA the mask is Triton's counter-based Philox generator (``tl.rand4x``, four numbers per
+call): one kernel that reads ``x`` and writes the scaled, dropped values; in backward the same
+kernel makes ``drop(x)`` again and adds the masked ``g_x`` term in one pass. Elsewhere (the CPU, or CUDA without Triton) the same
 contract is kept with a ``torch.Generator`` seeded from the seed's value, which costs a host
 sync and so cannot be captured in a graph (the graph runner then falls back to eager steps).
 Both are exact dropout: each element is kept with probability ``1 - p`` and scaled by
@@ -43,18 +43,24 @@ def _kernel():
         return None
 
     @triton.jit
-    def seeded_dropout(x_ptr, add_ptr, out_ptr, seed_ptr, n, p, scale,
-                       HAS_ADD: tl.constexpr, BLOCK: tl.constexpr):
+    def seeded_dropout(x_ptr, out_ptr, t_ptr, add_ptr, seed_ptr, n, p, scale,
+                       HAS_X: tl.constexpr, HAS_T: tl.constexpr, BLOCK: tl.constexpr):
         start = tl.program_id(0).to(tl.int64) * BLOCK
         offs = start + tl.arange(0, BLOCK)
         inside = offs < n
-        seed = tl.load(seed_ptr)
-        keep = tl.rand(seed, offs.to(tl.uint32)) > p  # Philox: a counter per element, no state
-        x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-        y = tl.where(keep, x * scale, 0.0)
-        if HAS_ADD:
-            y += tl.load(add_ptr + offs, mask=inside, other=0.0).to(tl.float32)
-        tl.store(out_ptr + offs, y.to(out_ptr.dtype.element_ty), mask=inside)
+        # Philox gives four numbers per counter: element e uses number e % 4 of counter e // 4, so
+        # the mask depends on (seed, e) alone, and the generator runs once per four elements
+        quads = (start // 4 + tl.arange(0, BLOCK // 4)).to(tl.uint32)
+        r0, r1, r2, r3 = tl.rand4x(tl.load(seed_ptr), quads)
+        keep = tl.reshape(tl.join(tl.join(r0, r1), tl.join(r2, r3)), [BLOCK]) > p
+        if HAS_X:
+            x = tl.load(x_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+            tl.store(out_ptr + offs, tl.where(keep, x * scale, 0.0).to(out_ptr.dtype.element_ty), mask=inside)
+        if HAS_T:
+            t = tl.load(t_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+            acc = tl.load(add_ptr + offs, mask=inside, other=0.0).to(tl.float32)
+            tl.store(add_ptr + offs, (acc + tl.where(keep, t * scale, 0.0)).to(add_ptr.dtype.element_ty),
+                     mask=inside)
 
     return seeded_dropout
 
@@ -69,24 +75,31 @@ def _mask_torch(shape, seed: torch.Tensor, p: float, device) -> torch.Tensor:
     return torch.rand(shape, generator=gen, device=device) > p
 
 
-def dropout(x: torch.Tensor, seed: torch.Tensor, p: float, add: torch.Tensor | None = None) -> torch.Tensor:
-    """``x`` with the elements that ``seed`` drops set to 0 and the rest scaled by 1/(1-p);
-    ``add``: a tensor of ``x``'s shape to add the result into (in place, and returned). The same
+def dropout(x: torch.Tensor | None, seed: torch.Tensor, p: float, t: torch.Tensor | None = None,
+            add: torch.Tensor | None = None) -> torch.Tensor | None:
+    """``x`` with the elements that ``seed`` drops set to 0 and the rest scaled by 1/(1-p)
+    (None when ``x`` is None); with ``t`` and ``add`` (same shape), also ``add += drop(t)`` in
+    place under the same mask, in the same pass: backward's two uses of one mask. The same
     ``seed`` and ``p`` always drop the same elements of a tensor of the same shape."""
+    ref = x if x is not None else t
     scale = 1.0 / (1.0 - p)
-    if uses_triton(x) and x.numel() < 2 ** 32:  # the element index is Philox's 32-bit counter
-        x = x.contiguous()
-        out = add if add is not None else torch.empty_like(x)
-        n = x.numel()
+    if uses_triton(ref) and ref.numel() < 2 ** 34:  # Philox's 32-bit counter covers 4 x 2^32 elements
+        assert add is None or add.is_contiguous()
+        x = x.contiguous() if x is not None else None
+        t = t.contiguous() if t is not None else None
+        out = torch.empty_like(x) if x is not None else None
+        n = ref.numel()
         block = 2048
-        _kernel()[(triton_cdiv(n, block),)](x, add if add is not None else x, out, seed, n, float(p), scale,
-                                            HAS_ADD=add is not None, BLOCK=block, num_warps=8)
+        _kernel()[(triton_cdiv(n, block),)](
+            x if x is not None else t, out if out is not None else add, t if t is not None else x,
+            add if add is not None else out, seed, n, float(p), scale,
+            HAS_X=x is not None, HAS_T=t is not None, BLOCK=block, num_warps=8)
         return out
-    kept = _mask_torch(x.shape, seed, p, x.device)
-    y = torch.where(kept, x * scale, torch.zeros((), dtype=x.dtype, device=x.device))
-    if add is None:
-        return y
-    return add.add_(y)
+    kept = _mask_torch(ref.shape, seed, p, ref.device)
+    zero = torch.zeros((), dtype=ref.dtype, device=ref.device)
+    if t is not None:
+        add.add_(torch.where(kept, t * scale, zero))
+    return torch.where(kept, x * scale, zero) if x is not None else None
 
 
 def triton_cdiv(n: int, block: int) -> int:

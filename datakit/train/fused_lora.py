@@ -75,17 +75,18 @@ class _QLoraLinear(torch.autograd.Function):
         g_xa = (gy2 @ b).mul_(ctx.scaling)  # d loss / d (drop(x) A^T), r wide
         if ctx.needs_input_grad[2]:
             g_b = gy2.t() @ xa
-        if ctx.needs_input_grad[1]:
-            g_a = g_xa.t() @ (x2 if seed is None else DR.dropout(x2, seed, ctx.p))
+        xd = x2 if seed is None else None
         if ctx.needs_input_grad[0]:
             w = _weight(ctx.base, gy.dtype)
             g_x = gy2 @ w
             del w
             if seed is None:
                 g_x.addmm_(g_xa, a)
-            else:  # the same mask on the way back, added into g_x by the same kernel
-                DR.dropout(g_xa @ a, seed, ctx.p, add=g_x)
+            else:  # one pass under the same mask: drop(x) again for g_A, and the masked term into g_x
+                xd = DR.dropout(x2 if ctx.needs_input_grad[1] else None, seed, ctx.p, t=g_xa @ a, add=g_x)
             g_x = g_x.view(ctx.shape)
+        if ctx.needs_input_grad[1]:
+            g_a = g_xa.t() @ (xd if xd is not None else DR.dropout(x2, seed, ctx.p))
         return g_x, g_a, g_b, None, None, None, None
 
 
