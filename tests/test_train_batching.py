@@ -23,15 +23,7 @@ pytest.importorskip("peft")
 from datakit.errors import UserError  # noqa: E402
 from datakit.train import data as D  # noqa: E402
 from datakit.train.config import make_config  # noqa: E402
-from test_train import _dpo_rows, _sft_rows, _write_jsonl, tiny_model_dir, tokenizer  # noqa: E402,F401 - fixtures
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+from test_train import _dpo_rows, _one_thread, _sft_rows, _write_jsonl, tiny_model_dir, tokenizer  # noqa: E402,F401 - fixtures
 
 
 def _varied_dpo_rows(n=24):

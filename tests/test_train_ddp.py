@@ -25,18 +25,10 @@ if not torch.distributed.is_available():
 from datakit.errors import UserError  # noqa: E402
 from datakit.train.config import make_config  # noqa: E402
 from helpers import run_ranks  # noqa: E402
-from test_train import _sft_rows, _write_jsonl, tiny_model_dir, tokenizer  # noqa: E402,F401 - fixtures
+from test_train import _one_thread, _sft_rows, _write_jsonl, tiny_model_dir, tokenizer  # noqa: E402,F401 - fixtures
 
 REPO = Path(__file__).resolve().parent.parent
 HARD_TIMEOUT_S = 240  # seconds for both processes together; a healthy run takes well under a minute here
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def _launch(tmp_path: Path, config: dict, outs: list[str], self_init: list[bool]) -> list[subprocess.CompletedProcess]:

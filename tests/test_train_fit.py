@@ -20,16 +20,8 @@ pytest.importorskip("peft")
 
 from datakit.train import fit as F  # noqa: E402
 from datakit.train.config import make_config  # noqa: E402
-from test_train import _dpo_rows, _sft_rows, _write_jsonl, tiny_model_dir, tokenizer  # noqa: E402,F401 - fixtures
+from test_train import _one_thread, _sft_rows, _write_jsonl, tiny_model_dir, tokenizer  # noqa: E402,F401 - fixtures
 from test_train_batching import _varied_dpo_rows  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 def test_joined_and_divisors():

@@ -90,7 +90,7 @@ def dropout(x: torch.Tensor | None, seed: torch.Tensor, p: float, t: torch.Tenso
         out = torch.empty_like(x) if x is not None else None
         n = ref.numel()
         block = 2048
-        _kernel()[(triton_cdiv(n, block),)](
+        _kernel()[(-(-n // block),)](
             x if x is not None else t, out if out is not None else add, t if t is not None else x,
             add if add is not None else out, seed, n, float(p), scale,
             HAS_X=x is not None, HAS_T=t is not None, BLOCK=block, num_warps=8)
@@ -100,7 +100,3 @@ def dropout(x: torch.Tensor | None, seed: torch.Tensor, p: float, t: torch.Tenso
     if t is not None:
         add.add_(torch.where(kept, t * scale, zero))
     return torch.where(kept, x * scale, zero) if x is not None else None
-
-
-def triton_cdiv(n: int, block: int) -> int:
-    return (n + block - 1) // block
