@@ -46,7 +46,7 @@ def test_smaller_halves_then_checkpoints_then_stops():
     assert F.smaller(F.Plan(join=1, checkpointing=False), forced) is None  # the user said no checkpointing
 
 
-def test_setting_checked_and_left_out_of_the_resume_key():
+def test_setting_checked_and_left_out_of_the_resume_key(tmp_path):
     from datakit.errors import UserError
     from datakit.train.trainer import _fingerprint
 
@@ -56,9 +56,23 @@ def test_setting_checked_and_left_out_of_the_resume_key():
     def key(**kw):
         return _fingerprint(make_config(None, data="d", model="m", out="o", **kw), "sha")
 
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text('fit = "max"\n')
+    with pytest.raises(UserError) as e:  # a bad value from the file names the file
+        make_config(str(cfg_file), data="d", model="m", out="o")
+    assert str(e.value) == f"{cfg_file}: fit: must be auto or off, got 'max'"
+    assert make_config(str(cfg_file), data="d", model="m", out="o", fit="off").fit == "off"  # the flag wins
+
     assert key() == key(fit="off")
     assert key() == key(gradient_checkpointing=True)  # auto keys as the old default: old checkpoints resume
     assert key() != key(gradient_checkpointing=False)
+
+
+def test_bad_fit_flag_is_one_line(tmp_path):
+    from helpers import assert_train_refused_before_loading
+
+    assert_train_refused_before_loading(tmp_path, ["--fit", "max"], "datakit train", "--fit", "'max'")
+    assert_train_refused_before_loading(tmp_path, ["--no-such-flag"], "No such option", "--no-such-flag")
 
 
 def _force(monkeypatch, join, checkpointing=False):

@@ -45,6 +45,10 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("datakit: aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # a bad or missing option: one line naming the command, not click's three
+        where = f"{e.ctx.command_path}: " if e.ctx is not None else ""
+        click.echo(f"datakit: error: {where}{e.format_message()}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)

@@ -173,10 +173,16 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
 def make_config(file: str | None = None, **overrides: Any) -> TrainConfig:
     """Defaults, then the file's values, then the non-None overrides; checked."""
     values: dict[str, Any] = {}
-    if file:
-        values.update(load_config_file(file))
-    values.update({k: v for k, v in overrides.items() if v is not None})
+    from_file: dict[str, Any] = load_config_file(file) if file else {}
+    values.update(from_file)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    values.update(given)
     unknown = sorted(set(values) - _FIELD_NAMES)
     if unknown:
         raise UserError(f"unknown setting(s): {', '.join(unknown)}")
-    return TrainConfig(**values).check()
+    try:
+        return TrainConfig(**values).check()
+    except UserError as e:  # a bad value the file gave: name the file too
+        if e.path is None and e.field in from_file and e.field not in given:
+            raise UserError(str(e).removeprefix(f"{e.field}: "), path=str(file), field=e.field) from None
+        raise
