@@ -4,7 +4,7 @@
 
 Builds (or reuses) bench/train_gpu.py's random-weight Qwen2.5-7B-shaped model, loads it 4-bit
 with datakit's loader and adapters, and profiles two configurations: micro-batch 1 with
-checkpointing (the trainer's default) and micro-batch 4 without. For each it prints the step's
+checkpointing (the trainer's default) and micro-batch 4 (``--micro-batch``) without. For each it prints the step's
 wall time, the summed GPU kernel time (GPU busy share = kernel time / wall), the number of
 kernels launched, and the 20 kernels or operators with the most GPU time.
 """
@@ -25,6 +25,9 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=28)
     ap.add_argument("--fused", type=int, default=1)
     ap.add_argument("--kernels", default="auto")
+    ap.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout [0.05, the default]")
+    ap.add_argument("--only", choices=["mb1", "mb4"], default=None, help="profile one configuration")
+    ap.add_argument("--micro-batch", type=int, default=4, help="the no-checkpointing configuration's [4]")
     args = ap.parse_args()
     import bitsandbytes as bnb
     import torch
@@ -35,7 +38,7 @@ def main() -> None:
 
     mdir = Path(args.model_dir or f"/tmp/qwen7b-shaped-{args.layers}L")
     dev = torch.device("cuda", 0)
-    model, kernels, _ = TG.load_datakit(mdir, args.layers, 0.05, args.kernels, fused=bool(args.fused))
+    model, kernels, _ = TG.load_datakit(mdir, args.layers, args.dropout, args.kernels, fused=bool(args.fused))
     print("kernels:", kernels, "fused LoRA:", bool(args.fused), flush=True)
     master = Fp32Master(p for p in model.parameters() if p.requires_grad)
     opt = bnb.optim.PagedAdamW8bit(master.params, lr=1e-4)
@@ -45,7 +48,10 @@ def main() -> None:
     def make(mb):
         return TG.sft_step(model, master, opt, dev, mb)
 
-    for name, mb, ckpt in (("mb1 checkpointing", 1, True), ("mb4 no checkpointing", 4, False)):
+    configs = (("mb1", "mb1 checkpointing", 1, True), ("mb4", f"mb{args.micro_batch} no checkpointing", args.micro_batch, False))
+    for key, name, mb, ckpt in configs:
+        if args.only and key != args.only:
+            continue
         if not ckpt:
             base.gradient_checkpointing_disable()
         step = make(mb)

@@ -8,6 +8,11 @@ backward. datakit (:mod:`datakit.train.dropout`): one Triton pass in forward, on
 makes the mask again from an 8-byte seed and does both uses. Prints time per forward+backward
 (median of 50, CUDA events) and the bytes held from forward to backward.
 
+Then the LoRA layer's rank-16 products around it (``xa = s drop(x) A^T``; ``g_x += drop(g_xa A)``,
+``g_A = g_xa^T drop(x)``), three ways: without dropout (cuBLAS; the floor), the two-step path
+(the seeded mask as a tensor, then cuBLAS) and the mask inside the products
+(:mod:`datakit.train.dropout_gemm`).
+
     python bench/seeded_dropout.py [--tokens 8192] [--width 18944] [--out FILE.json]
 """
 
@@ -20,6 +25,7 @@ import statistics
 import torch
 
 from datakit.train import dropout as DR
+from datakit.train import dropout_gemm as DG
 
 
 def _time(fn, reps: int = 50) -> float:
@@ -34,6 +40,31 @@ def _time(fn, reps: int = 50) -> float:
         torch.cuda.synchronize()
         times.append(a.elapsed_time(b))
     return statistics.median(times)
+
+
+def _rank_products(x: torch.Tensor, gx: torch.Tensor, p: float, r: int = 16, s: float = 2.0) -> dict:
+    a = torch.randn(r, x.shape[1], device=x.device, dtype=x.dtype) / x.shape[1] ** 0.5
+    g_xa = torch.randn(x.shape[0], r, device=x.device, dtype=x.dtype)
+
+    def no_dropout():
+        (x @ a.t()).mul_(s)
+        gx.addmm_(g_xa, a)
+        return g_xa.t() @ x
+
+    def two_step():
+        seed = DR.new_seed(x.device)
+        (DR.dropout(x, seed, p) @ a.t()).mul_(s)
+        xd = DR.dropout(x, seed, p, t=g_xa @ a, add=gx)
+        return g_xa.t() @ xd
+
+    def inside():
+        seed = DR.new_seed(x.device)
+        DG.down(x, a, seed, p, s)
+        return DG.backward(x, g_xa, a, seed, p, gx, True)
+
+    return {"rank": r, "products_no_dropout_ms": round(_time(no_dropout), 3),
+            "products_two_step_ms": round(_time(two_step), 3),
+            "products_mask_inside_ms": round(_time(inside), 3)}
 
 
 def main() -> None:
@@ -64,6 +95,7 @@ def main() -> None:
     seed = DR.new_seed(x.device)
     kept = (DR.dropout(torch.ones_like(x), seed, p) != 0).float().mean().item()
     res["seeded_kept_fraction"] = round(kept, 5)
+    res.update(_rank_products(x, gx, p))
     print(json.dumps(res))
     if args.out:
         open(args.out, "w").write(json.dumps(res, indent=1))

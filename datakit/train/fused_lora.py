@@ -14,8 +14,9 @@ backward  ``g_x = g_y W + ((s * g_y B) A) [* mask]``             (W dequantised 
 It saves only ``x`` and the r-wide ``s * drop(x) A^T``, and never keeps the dequantised weight.
 With dropout on, the mask is not kept either: it is a function of an 8-byte seed drawn in the
 forward pass (:mod:`datakit.train.dropout`), and backward makes ``drop(x)`` and the masked
-``g_x`` term again from ``x`` and the seed: two extra passes over ``x``'s size instead of
-3 bytes an input element held from forward to backward. It is used when gradients are on
+``g_x`` term again from ``x`` and the seed instead of 3 bytes an input element held from forward
+to backward. On a GPU the mask is made inside the rank-r products (:mod:`datakit.train.dropout_gemm`),
+so dropout adds no pass over ``x``'s size; elsewhere it is a tensor made just before its use. It is used when gradients are on
 (training); without them (evaluation, generation) the layer takes peft's path. The adapter stays peft's: the
 same parameters, names and saved files; :func:`fuse` only replaces ``forward`` on the layers it
 can take (one active adapter, no DoRA, no adapter bias, not merged, base ``nn.Linear`` or
@@ -29,6 +30,7 @@ import types
 import torch
 
 from datakit.train import dropout as DR
+from datakit.train import dropout_gemm as DG
 
 
 def _weight(base: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
@@ -59,7 +61,10 @@ class _QLoraLinear(torch.autograd.Function):
         seed = None
         if p > 0 and training:  # the dropped x lives only until xa is made; backward makes it again
             seed = DR.new_seed(x.device)
-            xa = (DR.dropout(x2, seed, p) @ a.t()).mul_(scaling)
+            if DG.usable(x2, a):
+                xa = DG.down(x2.contiguous(), a, seed, p, scaling)
+            else:
+                xa = (DR.dropout(x2, seed, p) @ a.t()).mul_(scaling)
         else:
             xa = (x2 @ a.t()).mul_(scaling)
         y.addmm_(xa, b.t())
@@ -71,23 +76,27 @@ class _QLoraLinear(torch.autograd.Function):
     def backward(ctx, gy):
         x2, xa, a, b, seed = ctx.saved_tensors
         gy2 = gy.reshape(-1, gy.shape[-1])
+        need_x, need_a, need_b = ctx.needs_input_grad[:3]
         g_a = g_b = g_x = None
         g_xa = (gy2 @ b).mul_(ctx.scaling)  # d loss / d (drop(x) A^T), r wide
-        if ctx.needs_input_grad[2]:
+        if need_b:
             g_b = gy2.t() @ xa
-        xd = x2 if seed is None else None
-        if ctx.needs_input_grad[0]:
+        if need_x:
             w = _weight(ctx.base, gy.dtype)
             g_x = gy2 @ w
             del w
-            if seed is None:
+        if seed is None:
+            if need_x:
                 g_x.addmm_(g_xa, a)
-            else:  # one pass under the same mask: drop(x) again for g_A, and the masked term into g_x
-                xd = DR.dropout(x2 if ctx.needs_input_grad[1] else None, seed, ctx.p, t=g_xa @ a, add=g_x)
-            g_x = g_x.view(ctx.shape)
-        if ctx.needs_input_grad[1]:
-            g_a = g_xa.t() @ (xd if xd is not None else DR.dropout(x2, seed, ctx.p))
-        return g_x, g_a, g_b, None, None, None, None
+            if need_a:
+                g_a = g_xa.t() @ x2
+        elif DG.usable(x2, a):  # both uses of the mask inside the rank-r products
+            g_a = DG.backward(x2.contiguous(), g_xa, a, seed, ctx.p, g_x, need_a)
+        else:  # one pass under the same mask: drop(x) again for g_A, and the masked term into g_x
+            xd = DR.dropout(x2 if need_a else None, seed, ctx.p, t=g_xa @ a, add=g_x) if need_x else None
+            if need_a:
+                g_a = g_xa.t() @ (xd if xd is not None else DR.dropout(x2, seed, ctx.p))
+        return (None if g_x is None else g_x.view(ctx.shape)), g_a, g_b, None, None, None, None
 
 
 def _plain(layer) -> bool:
