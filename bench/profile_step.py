@@ -28,6 +28,7 @@ def main() -> None:
     ap.add_argument("--dropout", type=float, default=0.05, help="LoRA dropout [0.05, the default]")
     ap.add_argument("--only", choices=["mb1", "mb4"], default=None, help="profile one configuration")
     ap.add_argument("--micro-batch", type=int, default=4, help="the no-checkpointing configuration's [4]")
+    ap.add_argument("--ops", type=int, default=0, help="also list this many operators (with input shapes) by GPU time")
     args = ap.parse_args()
     import bitsandbytes as bnb
     import torch
@@ -75,6 +76,11 @@ def main() -> None:
         for k, v in top:
             print(f"  {sum(v):8.1f} ms  {len(v):6d}x  {k}")
         print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=12, max_name_column_width=60))
+        if args.ops:  # the operators behind the kernels (with input shapes), by GPU time
+            ops = [e for e in prof.key_averages(group_by_input_shape=True) if e.self_device_time_total > 0
+                   and e.key.startswith("aten::")]
+            for e in sorted(ops, key=lambda e: -e.self_device_time_total)[:args.ops]:
+                print(f"  {e.self_device_time_total / 1e3:8.1f} ms  {e.count:5d}x  {e.key:24s} {str(e.input_shapes)[:150]}")
 
 
 if __name__ == "__main__":

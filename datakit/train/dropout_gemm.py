@@ -42,21 +42,24 @@ def _kernels():
         return tl.reshape(bits16(seed, counters), [BM, BK]) >= thr
 
     @triton.jit
-    def down(x_ptr, a_ptr, out_ptr, seed_ptr, M, K, thr, mult,
+    def down(x_ptr, a_ptr, out_ptr, seed_ptr, M, K, cols_per, thr, mult,
              R: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
+        # rows by program_id(0); the columns split into runs of cols_per by program_id(1), each run
+        # writing its own fp32 partial product (out is splits x M x R)
         rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
+        first = tl.program_id(1) * cols_per
         ranks = tl.arange(0, R)
         seed = tl.load(seed_ptr)
         acc = tl.zeros((BM, R), dtype=tl.float32)
-        for k0 in range(0, K, BK):
+        for k0 in range(first, first + cols_per, BK):
             cols = k0 + tl.arange(0, BK)
             x = tl.load(x_ptr + rows[:, None] * K + cols[None, :],
                         mask=(rows[:, None] < M) & (cols[None, :] < K), other=0.0)
             x = tl.where(keep_mask(seed, rows, k0, K, thr, BM, BK), x, 0.0).to(x_ptr.dtype.element_ty)
             a = tl.load(a_ptr + ranks[None, :] * K + cols[:, None], mask=cols[:, None] < K, other=0.0)
             acc = tl.dot(x, a, acc)
-        tl.store(out_ptr + rows[:, None] * R + ranks[None, :], (acc * mult).to(out_ptr.dtype.element_ty),
-                 mask=rows[:, None] < M)
+        out = out_ptr + tl.program_id(1).to(tl.int64) * M * R + rows[:, None] * R + ranks[None, :]
+        tl.store(out, acc * mult, mask=rows[:, None] < M)
 
     @triton.jit
     def back(x_ptr, gxa_ptr, a_ptr, gx_ptr, part_ptr, seed_ptr, M, K, rows_per, thr, scale,
@@ -99,17 +102,23 @@ def usable(x: torch.Tensor, a: torch.Tensor) -> bool:
 # tiles measured on an H100 at 12,288 tokens x 3,584 and x 18,944 (bench/seeded_dropout.py)
 _BM_DOWN, _BK_DOWN = 32, 128
 _BM_BACK, _BK_BACK = 64, 128
+_SPLIT_FILL, _BACK_FILL = 4, 8
 
 
 def down(x2: torch.Tensor, a: torch.Tensor, seed: torch.Tensor, p: float, scaling: float) -> torch.Tensor:
     """``scaling * drop(x2) @ a.T`` for ``x2`` (M, K) contiguous and ``a`` (r, K)."""
     m, k = x2.shape
     r = a.shape[0]
-    out = torch.empty(m, r, device=x2.device, dtype=x2.dtype)
-    _kernels()[0][(-(-m // _BM_DOWN),)](
-        x2, a.contiguous(), out, seed, m, k, DR.threshold(p), scaling / (1.0 - DR.rounded_p(p)),
+    row_blocks, col_blocks = -(-m // _BM_DOWN), -(-k // _BK_DOWN)
+    # split the columns when there are too few row blocks to fill the GPU about four times over
+    splits = max(1, min(col_blocks, -(-_SPLIT_FILL * _sms(x2.device.index or 0) // row_blocks)))
+    cols_per = -(-col_blocks // splits) * _BK_DOWN
+    splits = -(-k // cols_per)
+    part = torch.empty(splits, m, r, device=x2.device, dtype=torch.float32)
+    _kernels()[0][(row_blocks, splits)](
+        x2, a.contiguous(), part, seed, m, k, cols_per, DR.threshold(p), scaling / (1.0 - DR.rounded_p(p)),
         R=r, BM=_BM_DOWN, BK=_BK_DOWN, num_warps=4, num_stages=3)
-    return out
+    return (part[0] if splits == 1 else part.sum(0)).to(x2.dtype)
 
 
 @functools.lru_cache(maxsize=8)
@@ -127,7 +136,7 @@ def backward(x2: torch.Tensor, g_xa: torch.Tensor, a: torch.Tensor, seed: torch.
     col_blocks = -(-k // _BK_BACK)
     row_blocks = -(-m // _BM_BACK)
     # enough programs to fill the GPU about eight times over, each over a run of whole row blocks
-    splits = max(1, min(row_blocks, -(-8 * _sms(x2.device.index or 0) // col_blocks)))
+    splits = max(1, min(row_blocks, -(-_BACK_FILL * _sms(x2.device.index or 0) // col_blocks)))
     rows_per = -(-row_blocks // splits) * _BM_BACK
     splits = -(-m // rows_per)
     part = torch.empty(splits, r, k, device=x2.device, dtype=torch.float32) if need_a else x2
