@@ -5,9 +5,10 @@ the memory plan.
 
 Left: the 7B shape, best micro-batch with the default LoRA dropout (0.05), tokens/s per
 micro-batch before (dropout keeping its mask: ``train_gpu_h100_graphs_final.json``) and after
-(``train_gpu_h100_seeded_dropout.json``), with ``--lora-dropout 0`` (``…_seeded_dropout0.json``)
+(``train_gpu_h100_seeded_dropout.json``), then with the mask made inside the LoRA products and the
+loss kernel (``…_dropout_gemm.json``), with ``--lora-dropout 0`` (``…_dropout_gemm_drop0.json``)
 and the 14,400 goal. Right: the Qwen2.5-1.5B shape's default SFT through ``datakit train`` by
-stage (``train_small_h100.json``, ``…_graphs_final.json``, ``…_fit.json``) against 25% of its
+stage (``train_small_h100.json``, ``…_graphs_final.json``, ``…_fit.json``, ``…_nll_kernel.json``) against 25% of its
 bound.
 """
 
@@ -44,14 +45,17 @@ def main() -> None:
     res = Path(args.results)
     before = _rows(res / "train_gpu_h100_graphs_final.json")
     after = _rows(res / "train_gpu_h100_seeded_dropout.json")
-    zero = _rows(res / "train_gpu_h100_seeded_dropout0.json")
-    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4.2))
-    mbs = [4, 6, 8]
-    width = 0.27
-    for k, (label, rows, color) in enumerate([("dropout 0.05, mask kept (before)", before, "#bbbbbb"),
-                                               ("dropout 0.05, seeded (now, default)", after, "#1f77b4"),
-                                               ("--lora-dropout 0", zero, "#9ecae1")]):
-        xs = [i + (k - 1) * width for i in range(len(mbs))]
+    inside = _rows(res / "train_gpu_h100_dropout_gemm.json")
+    zero = _rows(res / "train_gpu_h100_dropout_gemm_drop0.json")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12.5, 4.6))
+    mbs = [4, 6]  # micro-batch 8 does not fit with any of them
+    width = 0.2
+    for k, (label, rows, color) in enumerate([("dropout 0.05, mask kept", before, "#bbbbbb"),
+                                               ("dropout 0.05, seeded mask as a tensor", after, "#9ecae1"),
+                                               ("dropout 0.05, mask inside the products\n+ loss kernel (now, default)",
+                                                inside, "#1f77b4"),
+                                               ("now, --lora-dropout 0", zero, "#c6dbef")]):
+        xs = [i + (k - 1.5) * width for i in range(len(mbs))]
         vals = [rows.get(m) for m in mbs]
         a.bar(xs, [v or 0 for v in vals], width, label=label, color=color)
         for x, v in zip(xs, vals):
@@ -66,9 +70,10 @@ def main() -> None:
     a.legend(fontsize=8, loc="upper right")
     stages = [("before graphs", _default_sft(res / "train_small_h100.json")),
               ("CUDA graphs", _default_sft(res / "train_small_h100_graphs_final.json")),
-              ("+ memory plan\n(now, default)", _default_sft(res / "train_small_h100_fit.json")),
-              ("--fit off", _default_sft(res / "train_small_h100_fit.json", "sft-packed-mb1 --fit off"))]
-    colors = ["#bbbbbb", "#9ecae1", "#1f77b4", "#9ecae1"]
+              ("+ memory plan", _default_sft(res / "train_small_h100_fit.json")),
+              ("+ loss kernel\n(now, default)", _default_sft(res / "train_small_h100_nll_kernel.json")),
+              ("now, --fit off", _default_sft(res / "train_small_h100_nll_kernel.json", "sft-packed-mb1 --fit off"))]
+    colors = ["#bbbbbb", "#9ecae1", "#6baed6", "#1f77b4", "#9ecae1"]
     b.bar(range(len(stages)), [v for _, v in stages], color=colors)
     for i, (_, v) in enumerate(stages):
         b.text(i, v + 400, f"{v / 1000:.1f}k\n{v / BOUND_1P5B:.0%}", ha="center", fontsize=8)
