@@ -10,7 +10,11 @@ thin (r = 16 columns), so they are bound by reading ``x`` anyway; here the mask 
 
 ``down``      ``xa = s * drop(x) A^T``                  one read of ``x``
 ``backward``  ``g_A = g_xa^T drop(x)`` and ``g_x += drop(g_xa A)``, one read of ``x`` and one
-              read and write of ``g_x``: what the layer costs without dropout
+              read and write of ``g_x``: the memory traffic the layer has without dropout
+
+Philox's arithmetic comes on top: on an H100 at 12,288 tokens the pair takes 0.88 ms on an 18,944
+wide input (0.93 ms without dropout, cuBLAS) and 0.27 ms on a 3,584 wide one (0.18 ms);
+``bench/seeded_dropout.py`` prints the three ways side by side.
 
 Products accumulate in fp32 (``drop(x)`` is not rounded to bf16 before the product, as it is
 when made as a tensor; the difference is within bf16 rounding). Used when :func:`usable` says so:
