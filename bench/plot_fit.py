@@ -14,9 +14,10 @@ bound.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
+
+from _plot import start
 
 BOUND_1P5B = 129_900  # tokens/s: 6·N FLOPs a token at the H100's measured bf16 rate (BENCHMARKS.md)
 
@@ -33,16 +34,7 @@ def _default_sft(path: Path, name: str = "sft-packed-mb1 (default)") -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default="bench/results")
-    ap.add_argument("--out", default="bench/results/fit_goals.png")
-    args = ap.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    res = Path(args.results)
+    res, out, plt = start(__doc__, "bench/results/fit_goals.png")
     before = _rows(res / "train_gpu_h100_graphs_final.json")
     after = _rows(res / "train_gpu_h100_seeded_dropout.json")
     inside = _rows(res / "train_gpu_h100_dropout_gemm.json")
@@ -84,8 +76,8 @@ def main() -> None:
     b.set_ylim(0, 45_000)
     b.set_title("Qwen2.5-1.5B shape, default SFT via `datakit train`")
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
-    print(args.out)
+    fig.savefig(out, dpi=110)
+    print(out)
 
 
 if __name__ == "__main__":

@@ -9,22 +9,13 @@ run (``train_gpu_h100_graphs_mb1_x3.json``) and the Qwen2.5-1.5B ``datakit train
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
+
+from _plot import start
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", default="bench/results")
-    ap.add_argument("--out", default="bench/results/graphs_mb1.png")
-    args = ap.parse_args()
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    res = Path(args.results)
+    res, out, plt = start(__doc__, "bench/results/graphs_mb1.png")
     big = json.loads((res / "train_gpu_h100_graphs_mb1_x3.json").read_text())
     groups = {"transformers + peft + bnb\n(baseline)": [], "datakit eager": [], "datakit, CUDA graphs\n(default)": []}
     for key, run in big.items():
@@ -54,8 +45,8 @@ def main() -> None:
     b.set_title("Qwen2.5-1.5B shape through datakit train", fontsize=10)
     b.tick_params(axis="y", labelsize=8)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
-    print("wrote", args.out)
+    fig.savefig(out, dpi=110)
+    print("wrote", out)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,6 @@ def new_seed(device: torch.device) -> torch.Tensor:
 # ``u >= round(p * 2^16)`` for a 16-bit ``u``: p is rounded to a multiple of 2^-16 (0.05 becomes
 # 0.0500031), and the scale is 1 / (1 - that p), so the dropped values stay unbiased.
 ROUNDS = 10
-GROUP = 8  # elements per Philox call
 
 
 def threshold(p: float) -> int:

@@ -49,7 +49,7 @@ def _kernels():
     def down(x_ptr, a_ptr, out_ptr, seed_ptr, M, K, cols_per, thr, mult,
              R: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr):
         # rows by program_id(0); the columns split into runs of cols_per by program_id(1), each run
-        # writing its own fp32 partial product (out is splits x M x R)
+        # writing its own partial product (out is splits x M x R: float32 when split, else the result)
         rows = tl.program_id(0).to(tl.int64) * BM + tl.arange(0, BM)
         first = tl.program_id(1) * cols_per
         ranks = tl.arange(0, R)
@@ -63,7 +63,7 @@ def _kernels():
             a = tl.load(a_ptr + ranks[None, :] * K + cols[:, None], mask=cols[:, None] < K, other=0.0)
             acc = tl.dot(x, a, acc)
         out = out_ptr + tl.program_id(1).to(tl.int64) * M * R + rows[:, None] * R + ranks[None, :]
-        tl.store(out, acc * mult, mask=rows[:, None] < M)
+        tl.store(out, (acc * mult).to(out_ptr.dtype.element_ty), mask=rows[:, None] < M)
 
     @triton.jit
     def back(x_ptr, gxa_ptr, a_ptr, gx_ptr, part_ptr, seed_ptr, M, K, rows_per, thr, scale,
@@ -118,11 +118,11 @@ def down(x2: torch.Tensor, a: torch.Tensor, seed: torch.Tensor, p: float, scalin
     splits = max(1, min(col_blocks, -(-_SPLIT_FILL * _sms(x2.device.index or 0) // row_blocks)))
     cols_per = -(-col_blocks // splits) * _BK_DOWN
     splits = -(-k // cols_per)
-    part = torch.empty(splits, m, r, device=x2.device, dtype=torch.float32)
+    part = torch.empty(splits, m, r, device=x2.device, dtype=torch.float32 if splits > 1 else x2.dtype)
     _kernels()[0][(row_blocks, splits)](
         x2, a.contiguous(), part, seed, m, k, cols_per, DR.threshold(p), scaling / (1.0 - DR.rounded_p(p)),
         R=r, BM=_BM_DOWN, BK=_BK_DOWN, num_warps=4, num_stages=3)
-    return (part[0] if splits == 1 else part.sum(0)).to(x2.dtype)
+    return part[0] if splits == 1 else part.sum(0).to(x2.dtype)
 
 
 @functools.lru_cache(maxsize=8)

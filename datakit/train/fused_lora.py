@@ -51,7 +51,7 @@ def _weight(base: torch.nn.Module, dtype: torch.dtype) -> torch.Tensor:
 
 class _QLoraLinear(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, a, b, base, scaling, p, training):
+    def forward(ctx, x, a, b, base, scaling, p):
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         w = _weight(base, x.dtype)
@@ -59,7 +59,7 @@ class _QLoraLinear(torch.autograd.Function):
         y = torch.nn.functional.linear(x2, w, bias)  # the bias inside the GEMM: rounded once, as bitsandbytes does
         del w
         seed = None
-        if p > 0 and training:  # the dropped x lives only until xa is made; backward makes it again
+        if p > 0:  # the dropped x lives only until xa is made; backward makes it again
             seed = DR.new_seed(x.device)
             if DG.usable(x2, a):
                 xa = DG.down(x2.contiguous(), a, seed, p, scaling)
@@ -96,7 +96,7 @@ class _QLoraLinear(torch.autograd.Function):
             xd = DR.dropout(x2 if need_a else None, seed, ctx.p, t=g_xa @ a, add=g_x) if need_x else None
             if need_a:
                 g_a = g_xa.t() @ (xd if xd is not None else DR.dropout(x2, seed, ctx.p))
-        return (None if g_x is None else g_x.view(ctx.shape)), g_a, g_b, None, None, None, None
+        return (None if g_x is None else g_x.view(ctx.shape)), g_a, g_b, None, None, None
 
 
 def _plain(layer) -> bool:
@@ -134,7 +134,7 @@ def _forward(self, x, *args, **kwargs):
     a, b = self.lora_A[name].weight, self.lora_B[name].weight
     if x.dtype != a.dtype:
         x = x.to(a.dtype)
-    return _QLoraLinear.apply(x, a, b, self.get_base_layer(), float(self.scaling[name]), p, True)
+    return _QLoraLinear.apply(x, a, b, self.get_base_layer(), float(self.scaling[name]), p)
 
 
 def fuse(model) -> int:
